@@ -1,0 +1,169 @@
+package imo
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// The names of the files in an archive. An archive is an OCI image layout
+// in a plain tar; imo adds PlanFile, and DockerManifestFile for whole
+// single-platform images.
+const (
+	// LayoutFile is the OCI layout marker, {"imageLayoutVersion":"1.0.0"}.
+	LayoutFile = "oci-layout"
+	// IndexFile is the OCI index: one descriptor per final image, annotated
+	// with its reference name.
+	IndexFile = "index.json"
+	// PlanFile is imo's description of the archive: base and final
+	// references and digests, and every blob with whether it is carried.
+	// It is JSON encoding a [Plan].
+	PlanFile = "imo.json"
+	// DockerManifestFile lets docker load and skopeo's docker-archive
+	// transport read a whole single-platform image.
+	DockerManifestFile = "manifest.json"
+	// blobsDir holds every blob the archive carries, by digest.
+	blobsDir = "blobs"
+)
+
+// PlanVersion is the version of the [Plan] format this package writes.
+const PlanVersion = 1
+
+// refNameAnnotation names the reference of an index.json entry.
+const refNameAnnotation = "org.opencontainers.image.ref.name"
+
+// Plan describes what an archive carries and what it leaves out. Pull
+// writes it as [PlanFile]; [Inspect] reads it, or builds it from the
+// archive's contents for archives written by other tools.
+type Plan struct {
+	// Version is the format version, [PlanVersion].
+	Version int `json:"imoArchiveVersion"`
+	// Images are the final images, in index.json order.
+	Images []PlanImage `json:"images"`
+	// Blobs are every config and layer the images reference, once each.
+	Blobs []PlanBlob `json:"blobs"`
+}
+
+// PlanImage is one final image of an archive and the base it was diffed
+// against.
+type PlanImage struct {
+	// Final is the image the archive lets the far side rebuild.
+	Final ImageRef `json:"final"`
+	// Base is the image the far side is expected to hold; its Reference is
+	// "scratch" for a whole-image archive, and empty when unknown.
+	Base ImageRef `json:"base"`
+	// Platforms lists the platforms of the final image's child manifests.
+	Platforms []string `json:"platforms,omitempty"`
+	// Manifests are every manifest of the final image, the top one first.
+	// Archives always carry them.
+	Manifests []v1.Descriptor `json:"manifests"`
+}
+
+// ImageRef is an image reference and the digest it resolved to.
+type ImageRef struct {
+	Reference string  `json:"reference,omitempty"`
+	Digest    v1.Hash `json:"digest,omitzero"`
+}
+
+// PlanBlob is a config or layer referenced by an archive's images.
+type PlanBlob struct {
+	MediaType types.MediaType `json:"mediaType"`
+	Digest    v1.Hash         `json:"digest"`
+	Size      int64           `json:"size"`
+	// Config is true for image configs, false for layers.
+	Config bool `json:"config,omitempty"`
+	// Included is true when the archive carries the blob.
+	Included bool `json:"included"`
+	// Reason says why a blob is left out, such as "in base".
+	Reason string `json:"reason,omitempty"`
+	// NeededBy names the manifests that reference the blob.
+	NeededBy []string `json:"neededBy"`
+}
+
+// Bytes returns how many content bytes the archive carries (manifests and
+// included blobs) and how many the whole images would take. Tar headers are
+// not counted.
+func (p *Plan) Bytes() (carried, whole int64) {
+	for _, img := range p.Images {
+		for _, m := range img.Manifests {
+			carried += m.Size
+			whole += m.Size
+		}
+	}
+	for _, b := range p.Blobs {
+		whole += b.Size
+		if b.Included {
+			carried += b.Size
+		}
+	}
+	return carried, whole
+}
+
+// newPlan describes one image graph; omitted says, for a blob, why it is
+// left out, or "" when it is carried.
+func newPlan(final, base ImageRef, g *imageGraph, omitted func(*blobUse) string) *Plan {
+	img := PlanImage{Final: final, Base: base}
+	for _, m := range g.manifests {
+		img.Manifests = append(img.Manifests, v1.Descriptor{MediaType: m.desc.MediaType, Digest: m.desc.Digest, Size: m.desc.Size, Platform: m.desc.Platform})
+		if m.desc.Platform != nil {
+			img.Platforms = append(img.Platforms, m.desc.Platform.String())
+		}
+	}
+	p := &Plan{Version: PlanVersion, Images: []PlanImage{img}}
+	for _, b := range g.blobs {
+		reason := omitted(b)
+		p.Blobs = append(p.Blobs, PlanBlob{
+			MediaType: b.desc.MediaType, Digest: b.desc.Digest, Size: b.desc.Size,
+			Config: b.config, Included: reason == "", Reason: reason, NeededBy: b.neededBy,
+		})
+	}
+	return p
+}
+
+// blobName is where a blob lives in an archive.
+func blobName(h v1.Hash) string { return path.Join(blobsDir, h.Algorithm, h.Hex) }
+
+// tarWriter writes deterministic entries: fixed times, owners and modes.
+type tarWriter struct {
+	tw *tar.Writer
+}
+
+var epoch = time.Unix(0, 0).UTC()
+
+func (w *tarWriter) dir(name string) error {
+	return w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: 0o755, ModTime: epoch})
+}
+
+// file writes an entry of size bytes copied from r; r must yield exactly size bytes.
+func (w *tarWriter) file(name string, size int64, r io.Reader) error {
+	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: epoch}); err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	n, err := io.Copy(w.tw, r)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	if n != size {
+		return fmt.Errorf("writing %s: got %d bytes, want %d", name, n, size)
+	}
+	return nil
+}
+
+func (w *tarWriter) bytes(name string, b []byte) error {
+	return w.file(name, int64(len(b)), bytes.NewReader(b))
+}
+
+func (w *tarWriter) json(name string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return w.bytes(name, append(b, '\n'))
+}

@@ -1,0 +1,303 @@
+package imo
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// maxMetadataSize bounds index.json, imo.json and every manifest read from
+// an archive, so a hostile archive cannot make imo allocate at will.
+const maxMetadataSize = 8 << 20
+
+// readSeekerAt is what reading an archive needs: a file or an in-memory copy.
+type readSeekerAt interface {
+	io.ReaderAt
+	io.ReadSeeker
+}
+
+// tarEntry is where a regular file's bytes sit in the archive.
+type tarEntry struct {
+	offset, size int64
+}
+
+// archiveFile is an indexed archive: every regular file by name, and the
+// parsed OCI index.
+type archiveFile struct {
+	name    string
+	r       io.ReaderAt
+	entries map[string]tarEntry
+	index   *v1.IndexManifest
+	plan    *Plan // imo.json; nil for archives written by other tools
+}
+
+// openArchive opens and indexes the archive at path. The caller closes the
+// returned file.
+func openArchive(path string) (*archiveFile, io.Closer, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening archive: %w", err)
+	}
+	a, err := readArchive(path, f)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return a, f, nil
+}
+
+// readArchive indexes the tar in r (without reading blob bodies) and reads
+// its metadata files. name is used in errors.
+func readArchive(name string, r readSeekerAt) (*archiveFile, error) {
+	a := &archiveFile{name: name, r: r, entries: map[string]tarEntry{}}
+	if err := a.indexTar(r); err != nil {
+		return nil, err
+	}
+	if _, ok := a.entries[LayoutFile]; !ok {
+		return nil, a.invalid("no %s file: not an OCI image layout", LayoutFile)
+	}
+	var layout struct {
+		Version string `json:"imageLayoutVersion"`
+	}
+	if err := a.readJSON(LayoutFile, &layout); err != nil {
+		return nil, err
+	}
+	if layout.Version == "" {
+		return nil, a.invalid("%s has no imageLayoutVersion", LayoutFile)
+	}
+	if _, ok := a.entries[IndexFile]; !ok {
+		return nil, a.invalid("no %s file", IndexFile)
+	}
+	a.index = &v1.IndexManifest{}
+	if err := a.readJSON(IndexFile, a.index); err != nil {
+		return nil, err
+	}
+	if len(a.index.Manifests) == 0 {
+		return nil, a.invalid("%s lists no image", IndexFile)
+	}
+	if _, ok := a.entries[PlanFile]; ok {
+		a.plan = &Plan{}
+		if err := a.readJSON(PlanFile, a.plan); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+func (a *archiveFile) invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalidArchive, a.name, fmt.Sprintf(format, args...))
+}
+
+// compressionMagic names compressed formats by their first bytes.
+var compressionMagic = []struct {
+	magic []byte
+	name  string
+}{
+	{[]byte{0x1f, 0x8b}, "gzip"},
+	{[]byte("BZh"), "bzip2"},
+	{[]byte{0x28, 0xb5, 0x2f, 0xfd}, "zstd"},
+	{[]byte{0xfd, '7', 'z', 'X', 'Z', 0}, "xz"},
+}
+
+// indexTar records where each regular file starts, refusing entries that
+// could not have come from an image layout: links, devices, absolute paths,
+// paths with "..", duplicates, and sizes beyond the end of the archive.
+func (a *archiveFile) indexTar(r io.ReadSeeker) error {
+	end, err := r.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("reading archive %s: %w", a.name, err)
+	}
+	head := make([]byte, 6)
+	n, _ := a.r.ReadAt(head, 0)
+	for _, c := range compressionMagic {
+		if bytes.HasPrefix(head[:n], c.magic) {
+			return a.invalid("the archive is %s-compressed; decompress it first", c.name)
+		}
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("reading archive %s: %w", a.name, err)
+	}
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return a.invalid("not a readable tar: %v", err)
+		}
+		name, err := entryName(hdr.Name)
+		if err != nil {
+			return a.invalid("%v", err)
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			continue
+		case tar.TypeReg:
+		default:
+			return a.invalid("entry %q is not a regular file or directory (tar type %q)", hdr.Name, hdr.Typeflag)
+		}
+		off, err := r.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return fmt.Errorf("reading archive %s: %w", a.name, err)
+		}
+		if hdr.Size > end-off {
+			return a.invalid("entry %q declares %d bytes but only %d remain: the archive is truncated", hdr.Name, hdr.Size, end-off)
+		}
+		if _, dup := a.entries[name]; dup {
+			return a.invalid("entry %q appears twice", hdr.Name)
+		}
+		a.entries[name] = tarEntry{offset: off, size: hdr.Size}
+	}
+	return nil
+}
+
+// entryName normalizes a tar entry name, refusing absolute names and names
+// that climb out with "..".
+func entryName(raw string) (string, error) {
+	if strings.HasPrefix(raw, "/") {
+		return "", fmt.Errorf("entry %q has an absolute path", raw)
+	}
+	for _, part := range strings.Split(raw, "/") {
+		if part == ".." {
+			return "", fmt.Errorf("entry %q contains \"..\"", raw)
+		}
+	}
+	name := path.Clean(raw)
+	if name == "." {
+		return "", fmt.Errorf("entry %q has an empty name", raw)
+	}
+	return name, nil
+}
+
+// section returns the bytes of the entry name.
+func (a *archiveFile) section(name string) (*io.SectionReader, bool) {
+	e, ok := a.entries[name]
+	if !ok {
+		return nil, false
+	}
+	return io.NewSectionReader(a.r, e.offset, e.size), true
+}
+
+func (a *archiveFile) readSmall(name string) ([]byte, error) {
+	s, ok := a.section(name)
+	if !ok {
+		return nil, a.invalid("no %s", name)
+	}
+	if s.Size() > maxMetadataSize {
+		return nil, a.invalid("%s is %d bytes, more than the %d allowed", name, s.Size(), maxMetadataSize)
+	}
+	b := make([]byte, s.Size())
+	if _, err := io.ReadFull(s, b); err != nil {
+		return nil, fmt.Errorf("reading %s from %s: %w", name, a.name, err)
+	}
+	return b, nil
+}
+
+func (a *archiveFile) readJSON(name string, v any) error {
+	b, err := a.readSmall(name)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return a.invalid("%s does not parse: %v", name, err)
+	}
+	return nil
+}
+
+// has reports whether the archive carries the blob h.
+func (a *archiveFile) has(h v1.Hash) bool {
+	_, ok := a.entries[blobName(h)]
+	return ok
+}
+
+// manifest is the [manifestSource] of the archive.
+func (a *archiveFile) manifest(_ context.Context, d v1.Descriptor) ([]byte, error) {
+	if !a.has(d.Digest) {
+		return nil, a.invalid("manifest %s is not in the archive", d.Digest)
+	}
+	return a.readSmall(blobName(d.Digest))
+}
+
+// blob streams the blob desc names, verified against desc as it is read.
+func (a *archiveFile) blob(desc v1.Descriptor, report func(int64)) (io.Reader, error) {
+	s, ok := a.section(blobName(desc.Digest))
+	if !ok {
+		return nil, a.invalid("blob %s is not in the archive", desc.Digest)
+	}
+	if s.Size() != desc.Size {
+		return nil, &DigestMismatchError{Source: a.name, Want: desc.Digest, WantSize: desc.Size, GotSize: s.Size()}
+	}
+	return newVerifyingReader(s, desc, a.name, report)
+}
+
+// image walks the archive's single image. Archives with several images
+// are refused.
+func (a *archiveFile) image(ctx context.Context) (*imageGraph, error) {
+	if n := len(a.index.Manifests); n != 1 {
+		return nil, a.invalid("%s lists %d images; imo pushes an archive of one image", IndexFile, n)
+	}
+	d := a.index.Manifests[0]
+	raw, err := a.manifest(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	desc := v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size, Platform: d.Platform}
+	g, err := walkImage(ctx, manifestNode{desc: desc, raw: raw}, a.manifest, 1)
+	if err != nil {
+		return nil, fmt.Errorf("reading archive %s: %w", a.name, err)
+	}
+	return g, nil
+}
+
+// describe returns the archive's plan as the archive's contents show it,
+// with the base and final references from imo.json where it has them.
+func (a *archiveFile) describe(g *imageGraph) *Plan {
+	final := ImageRef{Reference: a.index.Manifests[0].Annotations[refNameAnnotation], Digest: g.top().desc.Digest}
+	var base ImageRef
+	reasons := map[v1.Hash]string{}
+	if a.plan != nil && len(a.plan.Images) == 1 {
+		base = a.plan.Images[0].Base
+		if r := a.plan.Images[0].Final.Reference; r != "" {
+			final.Reference = r
+		}
+		for _, b := range a.plan.Blobs {
+			reasons[b.Digest] = b.Reason
+		}
+	}
+	return newPlan(final, base, g, func(b *blobUse) string {
+		if a.has(b.desc.Digest) {
+			return ""
+		}
+		if r := reasons[b.desc.Digest]; r != "" {
+			return r
+		}
+		return "not in archive"
+	})
+}
+
+// Inspect reads the archive at path without contacting any registry and
+// describes it: the final image, the base it was diffed against (for
+// archives imo wrote), and every blob with whether the archive carries it.
+// It works on any OCI image layout in a tar, such as skopeo's oci-archive.
+func Inspect(ctx context.Context, path string) (*Plan, error) {
+	a, c, err := openArchive(path)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	g, err := a.image(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return a.describe(g), nil
+}

@@ -1,0 +1,121 @@
+package imo
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Sentinel errors. Callers branch on them with [errors.Is]; the errors imo
+// returns wrap them together with the image, blob or registry at fault.
+var (
+	// ErrMissingBlobs means the destination lacks blobs that an archive
+	// references but does not carry. [*MissingBlobsError] wraps it and
+	// lists every such blob.
+	ErrMissingBlobs = errors.New("destination is missing blobs the archive does not carry")
+
+	// ErrDigestMismatch means bytes read from a registry or an archive do not
+	// hash to the digest, or do not have the size, that their descriptor
+	// promises. [*DigestMismatchError] wraps it.
+	ErrDigestMismatch = errors.New("content does not match its descriptor")
+
+	// ErrNoMatchingPlatform means a platform selection matched no manifest
+	// of an image. [*PlatformError] wraps it.
+	ErrNoMatchingPlatform = errors.New("no manifest matches the requested platforms")
+
+	// ErrInvalidArchive means an archive is not a readable OCI image layout
+	// in a tar: a bad entry, a missing or malformed index.json, a manifest
+	// that is absent or does not parse.
+	ErrInvalidArchive = errors.New("invalid archive")
+
+	// ErrUnsupportedMediaType means a manifest has a media type imo cannot
+	// carry, such as Docker schema 1.
+	ErrUnsupportedMediaType = errors.New("unsupported manifest media type")
+
+	// ErrInvalidOption means the options given to [New] are invalid or
+	// conflict with each other. Every method of the [Incremental] returns it.
+	ErrInvalidOption = errors.New("invalid option")
+)
+
+// MissingBlob is one blob that an archive leaves out and the destination
+// repository does not hold.
+type MissingBlob struct {
+	// Digest, Size and MediaType come from the manifest that needs the blob.
+	Digest    v1.Hash
+	Size      int64
+	MediaType types.MediaType
+	// NeededBy names the manifests that reference the blob: their digests,
+	// with the platform where the manifest is part of an index.
+	NeededBy []string
+}
+
+// MissingBlobsError lists every blob an archive leaves out that the
+// destination repository lacks. It wraps [ErrMissingBlobs].
+type MissingBlobsError struct {
+	// Repository is the destination repository that was checked.
+	Repository string
+	// Blobs holds every missing blob, in the order the archive references them.
+	Blobs []MissingBlob
+}
+
+// Error lists the repository and every missing blob.
+func (e *MissingBlobsError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s lacks %d blob(s) the archive does not carry:", e.Repository, len(e.Blobs))
+	for _, m := range e.Blobs {
+		fmt.Fprintf(&b, "\n  %s (%s, %d bytes) needed by %s", m.Digest, m.MediaType, m.Size, strings.Join(m.NeededBy, ", "))
+	}
+	return b.String()
+}
+
+// Unwrap returns [ErrMissingBlobs].
+func (e *MissingBlobsError) Unwrap() error { return ErrMissingBlobs }
+
+// DigestMismatchError reports content whose digest or size differs from its
+// descriptor. It wraps [ErrDigestMismatch].
+type DigestMismatchError struct {
+	// Source names where the content was read: a registry repository or an archive.
+	Source string
+	// Want is the digest and size the descriptor promised.
+	Want v1.Hash
+	// WantSize is the size the descriptor promised.
+	WantSize int64
+	// Got is the digest of the bytes read; it is empty when the size was wrong.
+	Got v1.Hash
+	// GotSize is the number of bytes read.
+	GotSize int64
+}
+
+// Error names the content, where it came from, and what was wrong with it.
+func (e *DigestMismatchError) Error() string {
+	if e.GotSize != e.WantSize {
+		return fmt.Sprintf("%s from %s: got %d bytes, want %d", e.Want, e.Source, e.GotSize, e.WantSize)
+	}
+	return fmt.Sprintf("%s from %s: bytes hash to %s", e.Want, e.Source, e.Got)
+}
+
+// Unwrap returns [ErrDigestMismatch].
+func (e *DigestMismatchError) Unwrap() error { return ErrDigestMismatch }
+
+// PlatformError reports a platform selection that matched nothing. It wraps
+// [ErrNoMatchingPlatform].
+type PlatformError struct {
+	// Image is the reference whose manifests were searched.
+	Image string
+	// Wanted are the platforms that were asked for.
+	Wanted []string
+	// Available are the platforms the image offers.
+	Available []string
+}
+
+// Error names the image, what was wanted and what exists.
+func (e *PlatformError) Error() string {
+	return fmt.Sprintf("%s has no manifest for %s; it offers %s",
+		e.Image, strings.Join(e.Wanted, ", "), strings.Join(e.Available, ", "))
+}
+
+// Unwrap returns [ErrNoMatchingPlatform].
+func (e *PlatformError) Unwrap() error { return ErrNoMatchingPlatform }

@@ -1,0 +1,165 @@
+package imo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+)
+
+// manifestSource returns the exact bytes of the manifest desc names.
+type manifestSource func(ctx context.Context, desc v1.Descriptor) ([]byte, error)
+
+// manifestNode is a manifest with its exact bytes.
+type manifestNode struct {
+	desc v1.Descriptor
+	raw  []byte
+}
+
+// blobUse is a config or layer and the manifests that reference it.
+type blobUse struct {
+	desc     v1.Descriptor
+	config   bool
+	neededBy []string
+}
+
+// imageGraph is everything one image references: its manifests (the top
+// one first, children in index order) and its blobs, each once, in the order
+// the manifests first reference them.
+type imageGraph struct {
+	manifests []manifestNode
+	blobs     []*blobUse
+	byDigest  map[v1.Hash]*blobUse
+}
+
+func (g *imageGraph) top() manifestNode { return g.manifests[0] }
+
+// walkImage reads the manifest tree under top, fetching children from src
+// with up to jobs requests at once. Every manifest is checked against its
+// descriptor.
+func walkImage(ctx context.Context, top manifestNode, src manifestSource, jobs int) (*imageGraph, error) {
+	g := &imageGraph{byDigest: map[v1.Hash]*blobUse{}}
+	if err := g.add(ctx, top, src, jobs); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *imageGraph) add(ctx context.Context, n manifestNode, src manifestSource, jobs int) error {
+	if err := checkManifest(n); err != nil {
+		return err
+	}
+	n.desc.MediaType = manifestMediaType(n)
+	g.manifests = append(g.manifests, n)
+	switch {
+	case n.desc.MediaType.IsIndex():
+		idx, err := v1.ParseIndexManifest(bytes.NewReader(n.raw))
+		if err != nil {
+			return fmt.Errorf("%w: index %s does not parse: %w", ErrInvalidArchive, n.desc.Digest, err)
+		}
+		children := make([]manifestNode, len(idx.Manifests))
+		eg, ectx := errgroup.WithContext(ctx)
+		eg.SetLimit(jobs)
+		for i, d := range idx.Manifests {
+			eg.Go(func() error {
+				raw, err := src(ectx, d)
+				children[i] = manifestNode{desc: d, raw: raw}
+				return err
+			})
+		}
+		if err := eg.Wait(); err != nil {
+			return err
+		}
+		for _, c := range children {
+			if err := g.add(ctx, c, src, jobs); err != nil {
+				return err
+			}
+		}
+	case n.desc.MediaType.IsImage():
+		m, err := v1.ParseManifest(bytes.NewReader(n.raw))
+		if err != nil {
+			return fmt.Errorf("%w: manifest %s does not parse: %w", ErrInvalidArchive, n.desc.Digest, err)
+		}
+		user := n.desc.Digest.String()
+		if n.desc.Platform != nil {
+			user = n.desc.Platform.String() + " " + user
+		}
+		g.use(m.Config, true, user)
+		for _, l := range m.Layers {
+			g.use(l, false, user)
+		}
+	case n.desc.MediaType.IsSchema1():
+		return fmt.Errorf("%w: %s is Docker schema 1, which registries have deprecated; push it again as schema 2", ErrUnsupportedMediaType, n.desc.Digest)
+	default:
+		return fmt.Errorf("%w: %s has media type %q", ErrUnsupportedMediaType, n.desc.Digest, n.desc.MediaType)
+	}
+	return nil
+}
+
+func (g *imageGraph) use(d v1.Descriptor, config bool, user string) {
+	if u, ok := g.byDigest[d.Digest]; ok {
+		u.config = u.config || config
+		u.neededBy = append(u.neededBy, user)
+		return
+	}
+	u := &blobUse{desc: v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, config: config, neededBy: []string{user}}
+	g.byDigest[d.Digest] = u
+	g.blobs = append(g.blobs, u)
+}
+
+// checkManifest verifies a manifest's bytes against its descriptor.
+func checkManifest(n manifestNode) error {
+	if n.desc.Size != int64(len(n.raw)) {
+		return &DigestMismatchError{Source: "manifest", Want: n.desc.Digest, WantSize: n.desc.Size, GotSize: int64(len(n.raw))}
+	}
+	got, _, err := v1.SHA256(bytes.NewReader(n.raw))
+	if err != nil {
+		return err
+	}
+	if got != n.desc.Digest {
+		return &DigestMismatchError{Source: "manifest", Want: n.desc.Digest, WantSize: n.desc.Size, Got: got, GotSize: n.desc.Size}
+	}
+	return nil
+}
+
+// manifestMediaType is the descriptor's media type, or, where the descriptor
+// has none, the one the manifest declares or its shape implies.
+func manifestMediaType(n manifestNode) types.MediaType {
+	if n.desc.MediaType != "" {
+		return n.desc.MediaType
+	}
+	var probe struct {
+		MediaType types.MediaType `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+	}
+	if json.Unmarshal(n.raw, &probe) != nil {
+		return ""
+	}
+	switch {
+	case probe.MediaType != "":
+		return probe.MediaType
+	case probe.Manifests != nil:
+		return types.OCIImageIndex
+	}
+	return types.OCIManifestSchema1
+}
+
+// platformMatches reports whether have satisfies want: equal OS and
+// architecture, and equal variant and OS version where want names them.
+func platformMatches(want, have v1.Platform) bool {
+	return want.OS == have.OS && want.Architecture == have.Architecture &&
+		(want.Variant == "" || want.Variant == have.Variant) &&
+		(want.OSVersion == "" || want.OSVersion == have.OSVersion)
+}
+
+func platformStrings(ps []v1.Platform) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}

@@ -1,0 +1,237 @@
+package imo
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// defaultJobs is how many blobs imo moves at once unless [WithJobs] says otherwise.
+const defaultJobs = 4
+
+// Option configures an [Incremental]. Options are applied in order by [New];
+// an invalid or conflicting set is reported, wrapped in [ErrInvalidOption],
+// by every method of the [Incremental] that New returns.
+type Option func(*options)
+
+type options struct {
+	reporter  Reporter
+	keychain  authn.Keychain
+	baseAuth  authn.Authenticator
+	finalAuth authn.Authenticator
+	pushAuth  authn.Authenticator
+	tempDir   string
+
+	insecurePull bool
+	insecurePush bool
+	plainPull    bool
+	plainPush    bool
+
+	allArchitectures bool
+	platforms        []v1.Platform
+	jobs             int
+
+	caBundle   []byte
+	clientCert *tls.Certificate
+	transport  http.RoundTripper
+	namespace  string
+
+	errs []error
+}
+
+func defaultOptions() options {
+	return options{
+		reporter: nopReporter{},
+		keychain: authn.DefaultKeychain,
+		tempDir:  os.TempDir(),
+		jobs:     defaultJobs,
+	}
+}
+
+// validate reports options that are invalid on their own or conflict.
+func (o *options) validate() error {
+	if len(o.errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, o.errs[0])
+	}
+	switch {
+	case o.jobs < 1:
+		return fmt.Errorf("%w: WithJobs(%d): jobs must be at least 1", ErrInvalidOption, o.jobs)
+	case o.allArchitectures && len(o.platforms) > 0:
+		return fmt.Errorf("%w: WithAllArchitectures and WithPlatforms conflict", ErrInvalidOption)
+	case o.transport != nil && (o.caBundle != nil || o.clientCert != nil || o.insecurePull || o.insecurePush):
+		return fmt.Errorf("%w: WithTransport conflicts with the TLS options (WithCABundle, WithClientCertificate, WithInsecure*): configure TLS in the transport", ErrInvalidOption)
+	case o.keychain == nil:
+		return fmt.Errorf("%w: WithKeychain(nil)", ErrInvalidOption)
+	}
+	if o.namespace != "" {
+		if _, err := name.NewRegistry(o.namespace, name.StrictValidation); err != nil {
+			return fmt.Errorf("%w: WithNamespace(%q): %w", ErrInvalidOption, o.namespace, err)
+		}
+	}
+	return nil
+}
+
+// WithReporter sends progress events to r. r must be safe for concurrent
+// use. By default events are discarded.
+func WithReporter(r Reporter) Option {
+	return func(o *options) {
+		if r == nil {
+			r = nopReporter{}
+		}
+		o.reporter = r
+	}
+}
+
+// WithReporterWriter renders progress for people on w: a progress bar when w
+// is a terminal, one plain line per event otherwise. By default nothing is
+// rendered.
+func WithReporterWriter(w io.Writer) Option {
+	return WithReporter(NewWriterReporter(w))
+}
+
+// WithKeychain resolves credentials for every registry through kc, unless a
+// side has explicit credentials (WithBaseAuth, WithFinalAuth, WithPushAuth).
+// The default is [authn.DefaultKeychain]: the Docker config file and its
+// credential helpers.
+func WithKeychain(kc authn.Keychain) Option {
+	return func(o *options) { o.keychain = kc }
+}
+
+// WithBaseAuth logs in to the base image's registry with a user name and
+// password (basic auth, or a bearer token fetched with them). By default
+// credentials come from the keychain.
+func WithBaseAuth(user, pass string) Option {
+	return func(o *options) { o.baseAuth = basic(user, pass) }
+}
+
+// WithFinalAuth logs in to the final image's registry with a user name and
+// password. By default credentials come from the keychain.
+func WithFinalAuth(user, pass string) Option {
+	return func(o *options) { o.finalAuth = basic(user, pass) }
+}
+
+// WithPushAuth logs in to the destination registry of PushVet and Push with a
+// user name and password. By default credentials come from the keychain.
+func WithPushAuth(user, pass string) Option {
+	return func(o *options) { o.pushAuth = basic(user, pass) }
+}
+
+func basic(user, pass string) authn.Authenticator {
+	return authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})
+}
+
+// WithTempDir sets where [Incremental.PushStream] spools an archive read from
+// a stream. Pull never writes temporary files. The default is [os.TempDir].
+func WithTempDir(dir string) Option {
+	return func(o *options) { o.tempDir = dir }
+}
+
+// WithInsecurePull skips TLS certificate verification when talking to the
+// base and final images' registries. By default certificates are verified.
+func WithInsecurePull() Option {
+	return func(o *options) { o.insecurePull = true }
+}
+
+// WithInsecurePush skips TLS certificate verification when talking to the
+// destination registry. By default certificates are verified.
+func WithInsecurePush() Option {
+	return func(o *options) { o.insecurePush = true }
+}
+
+// WithInsecure skips TLS certificate verification on every registry, as
+// WithInsecurePull and WithInsecurePush together. It does not allow plain
+// HTTP; see [WithPlainHTTP].
+func WithInsecure() Option {
+	return func(o *options) { o.insecurePull, o.insecurePush = true, true }
+}
+
+// WithPlainHTTPPull talks plain HTTP to the base and final images'
+// registries. By default imo uses HTTPS everywhere, loopback and private
+// addresses included, and never falls back to plain HTTP on its own.
+func WithPlainHTTPPull() Option {
+	return func(o *options) { o.plainPull = true }
+}
+
+// WithPlainHTTPPush talks plain HTTP to the destination registry. By default
+// imo uses HTTPS.
+func WithPlainHTTPPush() Option {
+	return func(o *options) { o.plainPush = true }
+}
+
+// WithPlainHTTP talks plain HTTP to every registry, as WithPlainHTTPPull and
+// WithPlainHTTPPush together.
+func WithPlainHTTP() Option {
+	return func(o *options) { o.plainPull, o.plainPush = true, true }
+}
+
+// WithAllArchitectures keeps every platform of a multi-platform image. This
+// is the default; the option exists for code written for the original imo
+// library, and conflicts with [WithPlatforms].
+func WithAllArchitectures() Option {
+	return func(o *options) { o.allArchitectures = true }
+}
+
+// WithPlatforms keeps only the manifests of a multi-platform final image
+// that match one of platforms. A platform matches when its OS and
+// architecture are equal and, where the wanted platform names a variant or
+// OS version, those are equal too. One match makes the archive carry that
+// platform's image manifest alone (its digest is the one in the source
+// index); several make it carry a new index listing just those manifests,
+// whose digest differs from the source index. No match is a
+// [*PlatformError]. A single-platform final image is checked against its
+// config. By default every platform is kept and the index digest is
+// preserved.
+func WithPlatforms(platforms ...v1.Platform) Option {
+	return func(o *options) { o.platforms = append(o.platforms, platforms...) }
+}
+
+// WithJobs sets how many blobs are fetched, checked or uploaded at once.
+// The default is 4.
+func WithJobs(n int) Option {
+	return func(o *options) { o.jobs = n }
+}
+
+// WithCABundle trusts the PEM-encoded certificates in pem, in addition to
+// the system's roots, on every registry. By default only the system's roots
+// are trusted.
+func WithCABundle(pem []byte) Option {
+	return func(o *options) {
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			o.errs = append(o.errs, fmt.Errorf("WithCABundle: no PEM certificate found"))
+			return
+		}
+		o.caBundle = append([]byte(nil), pem...)
+	}
+}
+
+// WithClientCertificate presents cert to registries that ask for a client
+// certificate (mutual TLS). Load one with [tls.LoadX509KeyPair]. By default
+// no client certificate is presented.
+func WithClientCertificate(cert tls.Certificate) Option {
+	return func(o *options) { o.clientCert = &cert }
+}
+
+// WithTransport sends every request through t instead of a transport imo
+// builds. imo still adds authentication, retries, the scheme rules and the
+// mirror namespace on top. It conflicts with the TLS options, which would
+// otherwise be silently ignored. By default imo uses a clone of
+// [http.DefaultTransport] configured by the TLS options.
+func WithTransport(t http.RoundTripper) Option {
+	return func(o *options) { o.transport = t }
+}
+
+// WithNamespace pulls through a mirror: every registry API request to the
+// base and final images' registry carries the query parameter ns=upstream,
+// as containerd does for a configured mirror, so the mirror knows which
+// upstream registry (docker.io, quay.io, ...) is meant. By default no
+// namespace is sent.
+func WithNamespace(upstream string) Option {
+	return func(o *options) { o.namespace = upstream }
+}

@@ -1,0 +1,373 @@
+package imo
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"golang.org/x/sync/errgroup"
+)
+
+// Scratch is the base that stands for "nothing": pulling against it
+// carries the whole final image.
+const Scratch = "scratch"
+
+// pullPlan is a resolved pull: what to write and where to fetch it.
+type pullPlan struct {
+	plan   *Plan
+	final  name.Reference
+	graph  *imageGraph
+	client *repoClient // the final image's repository
+}
+
+// Pull resolves base and final and returns a stream of the archive that
+// carries everything final needs that base lacks: every manifest and config
+// of final, and each layer that no platform of base has. base may be
+// [Scratch] for the whole image.
+//
+// Pull returns once both images are resolved (manifests only: no layer of
+// base is ever downloaded). Blob bytes then flow from the registry to the
+// reader as it reads, verified against their digests; nothing is staged in
+// memory or on disk. A failure after Pull returns (a lost connection, a
+// digest mismatch, ctx cancelled) is returned by Read, never a silently
+// short archive. The caller must Close the stream; closing early stops the
+// transfer and waits for its goroutines to end.
+func (i *Incremental) Pull(ctx context.Context, base, final string) (io.ReadCloser, error) {
+	if i.err != nil {
+		return nil, i.err
+	}
+	pp, err := i.resolve(ctx, base, final)
+	if err != nil {
+		i.pull.closeIdle()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	s := &pullStream{PipeReader: pr, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		defer i.pull.closeIdle()
+		s.err = pp.write(ctx, pw, i.opts.reporter)
+		pw.CloseWithError(s.err)
+	}()
+	return s, nil
+}
+
+// Plan resolves base and final as [Incremental.Pull] does and returns the
+// plan of the archive Pull would write, without downloading any blob.
+func (i *Incremental) Plan(ctx context.Context, base, final string) (*Plan, error) {
+	if i.err != nil {
+		return nil, i.err
+	}
+	defer i.pull.closeIdle()
+	pp, err := i.resolve(ctx, base, final)
+	if err != nil {
+		return nil, err
+	}
+	return pp.plan, nil
+}
+
+// pullStream is the archive stream Pull returns.
+type pullStream struct {
+	*io.PipeReader
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// Close stops the transfer if it is still running and waits for it to end.
+// It returns the transfer's error, unless the error only says that the
+// caller stopped reading.
+func (s *pullStream) Close() error {
+	s.PipeReader.Close()
+	s.cancel()
+	<-s.done
+	if errors.Is(s.err, io.ErrClosedPipe) || errors.Is(s.err, context.Canceled) {
+		return nil
+	}
+	return s.err
+}
+
+// resolve fetches the manifests of final and base and decides what the
+// archive carries.
+func (i *Incremental) resolve(ctx context.Context, base, final string) (*pullPlan, error) {
+	finalRef, err := i.parseRef(final, i.opts.plainPull)
+	if err != nil {
+		return nil, fmt.Errorf("final image: %w", err)
+	}
+	var baseRef name.Reference
+	if base != Scratch {
+		if baseRef, err = i.parseRef(base, i.opts.plainPull); err != nil {
+			return nil, fmt.Errorf("base image: %w", err)
+		}
+	}
+
+	pp := &pullPlan{final: finalRef}
+	var baseGraph *imageGraph
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		c, err := newRepoClient(ectx, finalRef.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, []string{finalRef.Context().Scope(transport.PullScope)})
+		if err != nil {
+			return err
+		}
+		pp.client = c
+		pp.graph, err = i.resolveImage(ectx, c, finalRef, i.opts.platforms)
+		return err
+	})
+	if baseRef != nil {
+		eg.Go(func() error {
+			c, err := newRepoClient(ectx, baseRef.Context(), i.pull, i.opts.baseAuth, i.opts.keychain, []string{baseRef.Context().Scope(transport.PullScope)})
+			if err != nil {
+				return err
+			}
+			baseGraph, err = i.resolveImage(ectx, c, baseRef, nil)
+			return err
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return nil, err
+	}
+
+	finalID := ImageRef{Reference: final, Digest: pp.graph.top().desc.Digest}
+	baseID := ImageRef{Reference: Scratch}
+	inBase := map[v1.Hash]bool{}
+	if baseGraph != nil {
+		baseID = ImageRef{Reference: base, Digest: baseGraph.top().desc.Digest}
+		for _, b := range baseGraph.blobs {
+			if !b.config {
+				inBase[b.desc.Digest] = true
+			}
+		}
+	}
+	pp.plan = newPlan(finalID, baseID, pp.graph, func(b *blobUse) string {
+		if !b.config && inBase[b.desc.Digest] {
+			return "in base"
+		}
+		return ""
+	})
+	return pp, nil
+}
+
+// resolveImage fetches the manifest tree of ref, keeping only the given
+// platforms when there are any.
+func (i *Incremental) resolveImage(ctx context.Context, c *repoClient, ref name.Reference, platforms []v1.Platform) (*imageGraph, error) {
+	d, err := c.get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	top := manifestNode{desc: v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, raw: d.Manifest}
+	i.opts.reporter.Report(Event{Kind: ImageResolved, Ref: ref.String(), Digest: top.desc.Digest, MediaType: top.desc.MediaType, Size: top.desc.Size})
+	if len(platforms) > 0 {
+		if top, err = selectPlatforms(ctx, c, ref, top, platforms); err != nil {
+			return nil, err
+		}
+	}
+	g, err := walkImage(ctx, top, c.manifest, i.opts.jobs)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifests of %s: %w", ref, err)
+	}
+	return g, nil
+}
+
+// selectPlatforms narrows top to the manifests matching platforms: the
+// matching child itself when one matches, a new index of the matches when
+// several do.
+func selectPlatforms(ctx context.Context, c *repoClient, ref name.Reference, top manifestNode, platforms []v1.Platform) (manifestNode, error) {
+	wanted := platformStrings(platforms)
+	if !top.desc.MediaType.IsIndex() {
+		p, err := imagePlatform(ctx, c, top)
+		if err != nil {
+			return top, err
+		}
+		for _, w := range platforms {
+			if platformMatches(w, p) {
+				return top, nil
+			}
+		}
+		return top, &PlatformError{Image: ref.String(), Wanted: wanted, Available: []string{p.String()}}
+	}
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(top.raw))
+	if err != nil {
+		return top, fmt.Errorf("parsing index %s: %w", ref, err)
+	}
+	var matched []v1.Descriptor
+	var available []string
+	for _, d := range idx.Manifests {
+		if d.Platform == nil {
+			continue
+		}
+		available = append(available, d.Platform.String())
+		for _, w := range platforms {
+			if platformMatches(w, *d.Platform) {
+				matched = append(matched, d)
+				break
+			}
+		}
+	}
+	switch len(matched) {
+	case 0:
+		return top, &PlatformError{Image: ref.String(), Wanted: wanted, Available: available}
+	case 1:
+		raw, err := c.manifest(ctx, matched[0])
+		return manifestNode{desc: matched[0], raw: raw}, err
+	}
+	idx.Manifests = matched
+	raw, err := json.Marshal(idx)
+	if err != nil {
+		return top, err
+	}
+	h, size, err := v1.SHA256(bytes.NewReader(raw))
+	if err != nil {
+		return top, err
+	}
+	return manifestNode{desc: v1.Descriptor{MediaType: top.desc.MediaType, Digest: h, Size: size}, raw: raw}, nil
+}
+
+// imagePlatform reads the platform of a single image from its config.
+func imagePlatform(ctx context.Context, c *repoClient, n manifestNode) (v1.Platform, error) {
+	m, err := v1.ParseManifest(bytes.NewReader(n.raw))
+	if err != nil {
+		return v1.Platform{}, fmt.Errorf("parsing manifest %s: %w", n.desc.Digest, err)
+	}
+	rc, err := c.blob(ctx, m.Config, nil)
+	if err != nil {
+		return v1.Platform{}, err
+	}
+	defer rc.Close()
+	cf, err := v1.ParseConfigFile(rc)
+	if err != nil {
+		return v1.Platform{}, fmt.Errorf("parsing config %s of %s: %w", m.Config.Digest, c.repo, err)
+	}
+	if p := cf.Platform(); p != nil {
+		return *p, nil
+	}
+	return v1.Platform{}, nil
+}
+
+// write streams the archive to w.
+func (pp *pullPlan) write(ctx context.Context, w io.Writer, r Reporter) error {
+	tw := &tarWriter{tw: tar.NewWriter(w)}
+	top := pp.graph.top()
+	index := v1.IndexManifest{
+		SchemaVersion: 2,
+		MediaType:     "application/vnd.oci.image.index.v1+json",
+		Manifests: []v1.Descriptor{{
+			MediaType: top.desc.MediaType, Digest: top.desc.Digest, Size: top.desc.Size, Platform: top.desc.Platform,
+			Annotations: map[string]string{refNameAnnotation: pp.plan.Images[0].Final.Reference},
+		}},
+	}
+	if err := tw.bytes(LayoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		return err
+	}
+	if err := tw.json(PlanFile, pp.plan); err != nil {
+		return err
+	}
+	if err := tw.json(IndexFile, index); err != nil {
+		return err
+	}
+	if dm := pp.dockerManifest(); dm != nil {
+		if err := tw.json(DockerManifestFile, dm); err != nil {
+			return err
+		}
+	}
+	if err := tw.dir(blobsDir); err != nil {
+		return err
+	}
+	if err := tw.dir(blobsDir + "/sha256"); err != nil {
+		return err
+	}
+	written := map[v1.Hash]bool{}
+	for _, m := range pp.graph.manifests {
+		if written[m.desc.Digest] {
+			continue
+		}
+		written[m.desc.Digest] = true
+		if err := tw.bytes(blobName(m.desc.Digest), m.raw); err != nil {
+			return err
+		}
+	}
+	// Configs before layers, so that a reader has all metadata before the
+	// first layer byte.
+	var order []PlanBlob
+	for _, config := range []bool{true, false} {
+		for _, b := range pp.plan.Blobs {
+			if b.Config == config {
+				order = append(order, b)
+			}
+		}
+	}
+	for _, b := range order {
+		desc := v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
+		if !b.Included {
+			r.Report(Event{Kind: BlobSkipped, Ref: pp.final.String(), Digest: b.Digest, MediaType: b.MediaType, Size: b.Size, Reason: b.Reason})
+			continue
+		}
+		if written[b.Digest] {
+			continue
+		}
+		written[b.Digest] = true
+		if err := pp.copyBlob(ctx, tw, desc, r); err != nil {
+			return err
+		}
+	}
+	if err := tw.tw.Close(); err != nil {
+		return fmt.Errorf("finishing archive: %w", err)
+	}
+	return nil
+}
+
+func (pp *pullPlan) copyBlob(ctx context.Context, tw *tarWriter, desc v1.Descriptor, r Reporter) error {
+	ev := Event{Ref: pp.final.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
+	ev.Kind = BlobStarted
+	r.Report(ev)
+	rc, err := pp.client.blob(ctx, desc, func(n int64) {
+		p := ev
+		p.Kind, p.Complete = BlobProgress, n
+		r.Report(p)
+	})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if err := tw.file(blobName(desc.Digest), desc.Size, rc); err != nil {
+		return err
+	}
+	ev.Kind, ev.Complete = BlobDone, desc.Size
+	r.Report(ev)
+	return nil
+}
+
+// dockerLoadEntry is one image of a docker-load manifest.json.
+type dockerLoadEntry struct {
+	Config   string
+	RepoTags []string
+	Layers   []string
+}
+
+// dockerManifest returns the docker-load manifest for a whole
+// single-platform image, and nil for any other archive.
+func (pp *pullPlan) dockerManifest() []dockerLoadEntry {
+	top := pp.graph.top()
+	if pp.plan.Images[0].Base.Reference != Scratch || !top.desc.MediaType.IsImage() {
+		return nil
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(top.raw))
+	if err != nil {
+		return nil
+	}
+	e := dockerLoadEntry{Config: blobName(m.Config.Digest), RepoTags: []string{}}
+	if tag, ok := pp.final.(name.Tag); ok {
+		e.RepoTags = append(e.RepoTags, tag.String())
+	}
+	for _, l := range m.Layers {
+		e.Layers = append(e.Layers, blobName(l.Digest))
+	}
+	return []dockerLoadEntry{e}
+}

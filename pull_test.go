@@ -1,0 +1,332 @@
+package imo_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/imokit/imo"
+	"go.uber.org/goleak"
+)
+
+// setup is a source registry holding app:v1 and app:v2 of a pair.
+func setup(t *testing.T, f format, platforms ...string) (*testRegistry, appPair) {
+	t.Helper()
+	src := newTestRegistry(t, nil)
+	pair := newAppPair(t, f, platforms...)
+	src.write(t, src.ref("app:v1"), pair.v1)
+	src.write(t, src.ref("app:v2"), pair.v2)
+	src.resetCounts()
+	return src, pair
+}
+
+var cases = []struct {
+	name      string
+	format    format
+	platforms []string
+}{
+	{"docker single-platform", docker, []string{"linux/amd64"}},
+	{"oci single-platform", oci, []string{"linux/amd64"}},
+	{"docker multi-platform", docker, []string{"linux/amd64", "linux/arm64/v8"}},
+	{"oci multi-platform", oci, []string{"linux/amd64", "linux/arm64/v8"}},
+}
+
+func TestPullDelta(t *testing.T) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src, pair := setup(t, tc.format, tc.platforms...)
+			archive, err := pull(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
+			if err != nil {
+				t.Fatalf("Pull() = %v", err)
+			}
+			names := tarNames(t, archive)
+			for _, h := range pair.shared {
+				if hasBlob(names, h) {
+					t.Errorf("archive carries shared layer %s", h)
+				}
+				if n := src.count(http.MethodGet, "/blobs/"+h.String()); n != 0 {
+					t.Errorf("shared layer %s was downloaded %d times, want 0", h, n)
+				}
+			}
+			for _, h := range pair.changed {
+				if !hasBlob(names, h) {
+					t.Errorf("archive lacks changed layer %s", h)
+				}
+			}
+			if want := []string{imo.LayoutFile, imo.PlanFile, imo.IndexFile}; !slices.Equal(names[:3], want) {
+				t.Errorf("archive starts with %v, want %v", names[:3], want)
+			}
+			if slices.Contains(names, imo.DockerManifestFile) {
+				t.Errorf("a delta archive carries %s", imo.DockerManifestFile)
+			}
+			img := readLayout(t, archive)
+			if want := digest(t, pair.v2.(digester)); img != want {
+				t.Errorf("archive's image is %s, want %s", img, want)
+			}
+		})
+	}
+}
+
+func TestPullScratch(t *testing.T) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src, pair := setup(t, tc.format, tc.platforms...)
+			archive, err := pull(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+			if err != nil {
+				t.Fatalf("Pull() = %v", err)
+			}
+			names := tarNames(t, archive)
+			for _, h := range append(pair.shared, pair.changed...) {
+				if !hasBlob(names, h) {
+					t.Errorf("whole-image archive lacks %s", h)
+				}
+			}
+			if got, want := slices.Contains(names, imo.DockerManifestFile), len(tc.platforms) == 1; got != want {
+				t.Errorf("archive carries %s: %v, want %v", imo.DockerManifestFile, got, want)
+			}
+			path := t.TempDir()
+			if err := extract(archive, path); err != nil {
+				t.Fatal(err)
+			}
+			lp, err := layout.FromPath(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			idx, err := lp.ImageIndex()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := validate.Index(idx); err != nil {
+				t.Errorf("validate.Index(archive) = %v", err)
+			}
+		})
+	}
+}
+
+func TestPullPlan(t *testing.T) {
+	src, pair := setup(t, docker, "linux/amd64", "linux/arm64/v8")
+	inc := imo.New(imo.WithPlainHTTP())
+	plan, err := inc.Plan(context.Background(), src.ref("app:v1"), src.ref("app:v2"))
+	if err != nil {
+		t.Fatalf("Plan() = %v", err)
+	}
+	if n := src.count(http.MethodGet, "/blobs/"); n != 0 {
+		t.Errorf("Plan downloaded %d blobs, want 0", n)
+	}
+	img := plan.Images[0]
+	if img.Final.Digest != digest(t, pair.v2.(digester)) || img.Base.Digest != digest(t, pair.v1.(digester)) {
+		t.Errorf("Plan() images = %+v", img)
+	}
+	if want := []string{"linux/amd64", "linux/arm64/v8"}; !slices.Equal(img.Platforms, want) {
+		t.Errorf("Plan() platforms = %v, want %v", img.Platforms, want)
+	}
+	for _, b := range plan.Blobs {
+		shared := slices.Contains(pair.shared, b.Digest)
+		if b.Included == shared {
+			t.Errorf("blob %s included = %v, but shared with base = %v", b.Digest, b.Included, shared)
+		}
+	}
+	carried, whole := plan.Bytes()
+	if carried <= 0 || carried >= whole {
+		t.Errorf("Plan().Bytes() = %d, %d; want 0 < carried < whole", carried, whole)
+	}
+	// The archive's own copy of the plan is the same.
+	archive, err := pull(t, inc, src.ref("app:v1"), src.ref("app:v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inArchive imo.Plan
+	if err := json.Unmarshal(entry(t, archive, imo.PlanFile), &inArchive); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(inArchive)
+	want, _ := json.Marshal(plan)
+	if !bytes.Equal(got, want) {
+		t.Errorf("archive's %s = %s, want %s", imo.PlanFile, got, want)
+	}
+}
+
+func TestPullDeterministic(t *testing.T) {
+	src, _ := setup(t, oci, "linux/amd64", "linux/arm64/v8")
+	first, err := pull(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events int
+	reporting := imo.New(imo.WithPlainHTTP(), imo.WithJobs(1), imo.WithReporter(imo.ReporterFunc(func(imo.Event) { events++ })))
+	second, err := pull(t, reporting, src.ref("app:v1"), src.ref("app:v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, second) {
+		t.Error("two pulls of the same images differ")
+	}
+	if events == 0 {
+		t.Error("the reporter saw no event")
+	}
+}
+
+func TestPullPlatforms(t *testing.T) {
+	src, _ := setup(t, docker, "linux/amd64", "linux/arm64/v8", "linux/s390x")
+	v2, err := remote.Index(mustRef(t, src.ref("app:v2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := v2.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := map[string]v1.Hash{}
+	for _, d := range im.Manifests {
+		child[d.Platform.String()] = d.Digest
+	}
+	tests := []struct {
+		name      string
+		platforms []string
+		want      v1.Hash // zero: a new index of len(platforms) children
+		wantErr   error
+	}{
+		{"one platform", []string{"linux/arm64"}, child["linux/arm64/v8"], nil},
+		{"variant", []string{"linux/arm64/v8"}, child["linux/arm64/v8"], nil},
+		{"two platforms", []string{"linux/amd64", "linux/s390x"}, v1.Hash{}, nil},
+		{"no match", []string{"windows/amd64"}, v1.Hash{}, imo.ErrNoMatchingPlatform},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var ps []v1.Platform
+			for _, s := range tc.platforms {
+				p, err := v1.ParsePlatform(s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ps = append(ps, *p)
+			}
+			plan, err := imo.New(imo.WithPlainHTTP(), imo.WithPlatforms(ps...)).Plan(context.Background(), imo.Scratch, src.ref("app:v2"))
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Plan() = %v, want %v", err, tc.wantErr)
+			}
+			if err != nil {
+				var pe *imo.PlatformError
+				if !errors.As(err, &pe) || !slices.Contains(pe.Available, "linux/s390x") {
+					t.Errorf("Plan() = %v, want a *PlatformError listing the platforms", err)
+				}
+				return
+			}
+			got := plan.Images[0]
+			switch {
+			case tc.want != v1.Hash{} && got.Final.Digest != tc.want:
+				t.Errorf("Plan() final = %s, want the child %s", got.Final.Digest, tc.want)
+			case tc.want == v1.Hash{} && len(got.Platforms) != len(tc.platforms):
+				t.Errorf("Plan() platforms = %v, want %v", got.Platforms, tc.platforms)
+			}
+		})
+	}
+}
+
+func TestPullSinglePlatformImageChecked(t *testing.T) {
+	src, _ := setup(t, oci, "linux/amd64")
+	_, err := imo.New(imo.WithPlainHTTP(), imo.WithPlatforms(v1.Platform{OS: "linux", Architecture: "arm64"})).Plan(context.Background(), imo.Scratch, src.ref("app:v2"))
+	if !errors.Is(err, imo.ErrNoMatchingPlatform) || !strings.Contains(err.Error(), "linux/amd64") {
+		t.Errorf("Plan() = %v, want ErrNoMatchingPlatform naming linux/amd64", err)
+	}
+}
+
+func TestPullCorruptBlob(t *testing.T) {
+	src, pair := setup(t, docker, "linux/amd64")
+	src.blobs.corrupt[pair.changed[0]] = true
+	_, err := pull(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
+	var de *imo.DigestMismatchError
+	if !errors.Is(err, imo.ErrDigestMismatch) || !errors.As(err, &de) || de.Want != pair.changed[0] {
+		t.Errorf("Pull() = %v, want a DigestMismatchError for %s", err, pair.changed[0])
+	}
+}
+
+func TestPullErrors(t *testing.T) {
+	src, _ := setup(t, docker, "linux/amd64")
+	tests := []struct {
+		name, base, final, want string
+	}{
+		{"bad final", imo.Scratch, "Not A Reference!", "final image"},
+		{"bad base", "::", src.ref("app:v2"), "base image"},
+		{"missing final", imo.Scratch, src.ref("app:v9"), "app:v9"},
+		{"missing base", src.ref("nope:v1"), src.ref("app:v2"), "nope"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rc, err := imo.New(imo.WithPlainHTTP()).Pull(context.Background(), tc.base, tc.final)
+			if err == nil {
+				rc.Close()
+				t.Fatal("Pull() = nil error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Pull() = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPullCancel cancels a pull mid-blob and checks that Read reports it
+// and that no goroutine outlives Close.
+func TestPullCancel(t *testing.T) {
+	pair := newAppPair(t, docker, "linux/amd64")
+	stall := make(chan struct{})
+	slow := newTestRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, pair.changed[0].String()) {
+				w.Header().Set("Content-Length", "100000")
+				w.Write(make([]byte, 10))
+				w.(http.Flusher).Flush()
+				close(stall)
+				<-r.Context().Done()
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	slow.write(t, slow.ref("app:v2"), pair.v2)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rc, err := imo.New(imo.WithPlainHTTP()).Pull(ctx, imo.Scratch, slow.ref("app:v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, rc)
+		errc <- err
+	}()
+	select {
+	case <-stall:
+	case err := <-errc:
+		t.Fatalf("Pull ended before the stalled blob: %v", err)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("Read after cancel = %v, want context.Canceled", err)
+	}
+	if err := rc.Close(); err != nil {
+		t.Errorf("Close() = %v", err)
+	}
+}
+
+func mustRef(t testing.TB, s string) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}

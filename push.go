@@ -1,0 +1,185 @@
+package imo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+)
+
+// Push makes dst hold exactly the archive's final image, digest for digest.
+//
+// It first vets as [Incremental.PushVet] does and refuses, before uploading
+// anything, if the destination lacks a blob the archive leaves out. It then
+// uploads the blobs the archive carries and the destination lacks (blobs it
+// already has are never sent again), up to [WithJobs] at once, each checked
+// against its digest as it is read; then the child manifests, then the
+// index or image manifest under dst's tag. No manifest is written until every
+// blob it needs is in place. Finally it checks that dst resolves to the
+// archive's digest. dst may name a digest instead of a tag, which must then
+// be the archive's.
+func (i *Incremental) Push(ctx context.Context, archive, dst string) error {
+	if i.err != nil {
+		return i.err
+	}
+	defer i.push.closeIdle()
+	a, closer, err := openArchive(archive)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	g, err := a.image(ctx)
+	if err != nil {
+		return err
+	}
+	ref, err := i.parseRef(dst, i.opts.plainPush)
+	if err != nil {
+		return fmt.Errorf("destination: %w", err)
+	}
+	top := g.top()
+	if d, ok := ref.(name.Digest); ok && d.DigestStr() != top.desc.Digest.String() {
+		return fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top.desc.Digest)
+	}
+	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, []string{ref.Context().Scope(transport.PushScope)})
+	if err != nil {
+		return err
+	}
+	present, err := i.vet(ctx, c, a, g, true)
+	if err != nil {
+		return err
+	}
+	if err := i.uploadBlobs(ctx, c, a, g, present); err != nil {
+		return err
+	}
+	for j := len(g.manifests) - 1; j >= 1; j-- {
+		m := g.manifests[j]
+		if err := i.putManifest(ctx, c, c.repo.Digest(m.desc.Digest.String()), m); err != nil {
+			return err
+		}
+	}
+	if err := i.putManifest(ctx, c, ref, top); err != nil {
+		return err
+	}
+	got, err := remote.Head(ref, c.options(ctx)...)
+	if err != nil {
+		return fmt.Errorf("checking %s after push: %w", ref, err)
+	}
+	if got.Digest != top.desc.Digest {
+		return fmt.Errorf("%s resolves to %s after push, want %s", ref, got.Digest, top.desc.Digest)
+	}
+	return nil
+}
+
+// PushStream is [Incremental.Push] for an archive read from r, such as
+// standard input. It spools the archive into a temporary file in the
+// [WithTempDir] directory, which it removes before returning.
+func (i *Incremental) PushStream(ctx context.Context, r io.Reader, dst string) error {
+	if i.err != nil {
+		return i.err
+	}
+	f, err := os.CreateTemp(i.opts.tempDir, "imo-push-*.tar")
+	if err != nil {
+		return fmt.Errorf("spooling archive: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = io.Copy(f, contextReader{ctx: ctx, r: r})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("spooling archive to %s: %w", f.Name(), err)
+	}
+	return i.Push(ctx, f.Name(), dst)
+}
+
+// contextReader stops reading once ctx is done.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// uploadBlobs sends every blob the archive carries that the destination lacks.
+func (i *Incremental) uploadBlobs(ctx context.Context, c *repoClient, a *archiveFile, g *imageGraph, present map[v1.Hash]bool) error {
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(i.opts.jobs)
+	for _, b := range g.blobs {
+		ev := Event{Ref: c.repo.String(), Digest: b.desc.Digest, MediaType: b.desc.MediaType, Size: b.desc.Size}
+		if present[b.desc.Digest] {
+			ev.Kind, ev.Reason = BlobSkipped, "destination has it"
+			i.opts.reporter.Report(ev)
+			continue
+		}
+		if !a.has(b.desc.Digest) {
+			continue // vet found it at the destination
+		}
+		eg.Go(func() error {
+			ev.Kind = BlobStarted
+			i.opts.reporter.Report(ev)
+			l, err := partial.CompressedToLayer(&archiveLayer{a: a, desc: b.desc, report: func(n int64) {
+				p := ev
+				p.Kind, p.Complete = BlobProgress, n
+				i.opts.reporter.Report(p)
+			}})
+			if err != nil {
+				return err
+			}
+			if err := remote.WriteLayer(c.repo, l, c.options(ectx)...); err != nil {
+				return fmt.Errorf("uploading blob %s to %s: %w", b.desc.Digest, c.repo, err)
+			}
+			ev.Kind, ev.Complete = BlobDone, b.desc.Size
+			i.opts.reporter.Report(ev)
+			return nil
+		})
+	}
+	return eg.Wait()
+}
+
+func (i *Incremental) putManifest(ctx context.Context, c *repoClient, ref name.Reference, m manifestNode) error {
+	if err := remote.Put(ref, rawManifest(m), c.options(ctx)...); err != nil {
+		return fmt.Errorf("pushing manifest %s to %s: %w", m.desc.Digest, ref, err)
+	}
+	i.opts.reporter.Report(Event{Kind: ManifestPushed, Ref: ref.String(), Digest: m.desc.Digest, MediaType: m.desc.MediaType, Size: m.desc.Size})
+	return nil
+}
+
+// archiveLayer is a blob of an archive, as go-containerregistry uploads it.
+type archiveLayer struct {
+	a      *archiveFile
+	desc   v1.Descriptor
+	report func(int64)
+}
+
+func (l *archiveLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
+func (l *archiveLayer) Size() (int64, error)                { return l.desc.Size, nil }
+func (l *archiveLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
+
+// Compressed returns the blob's bytes, checked against its digest as they
+// are read; go-containerregistry calls it again for each retry.
+func (l *archiveLayer) Compressed() (io.ReadCloser, error) {
+	r, err := l.a.blob(l.desc, l.report)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(r), nil
+}
+
+// rawManifest pushes a manifest's exact bytes under its own media type.
+type rawManifest manifestNode
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.desc.MediaType, nil }

@@ -1,0 +1,176 @@
+package imo
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+)
+
+// EventKind says what an [Event] reports.
+type EventKind int
+
+// The kinds of [Event].
+const (
+	// ImageResolved: Ref was resolved to Digest, a manifest of MediaType and Size bytes.
+	ImageResolved EventKind = iota + 1
+	// BlobSkipped: the blob is not transferred; Reason says why.
+	BlobSkipped
+	// BlobStarted: the transfer of a blob of Size bytes begins.
+	BlobStarted
+	// BlobProgress: Complete of Size bytes of a blob have been transferred.
+	BlobProgress
+	// BlobDone: all Size bytes of a blob were transferred and verified.
+	BlobDone
+	// ManifestPushed: a manifest was written to Ref.
+	ManifestPushed
+)
+
+var kindNames = map[EventKind]string{
+	ImageResolved:  "image-resolved",
+	BlobSkipped:    "blob-skipped",
+	BlobStarted:    "blob-started",
+	BlobProgress:   "blob-progress",
+	BlobDone:       "blob-done",
+	ManifestPushed: "manifest-pushed",
+}
+
+// String returns the kind's name, such as "blob-done".
+func (k EventKind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// MarshalText encodes the kind as its name, for JSON event streams.
+func (k EventKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Event is one thing that happened during a pull, vet or push. Events carry
+// references, digests and sizes, never credentials.
+type Event struct {
+	Kind EventKind `json:"kind"`
+	// Ref is the image reference or repository the event concerns.
+	Ref string `json:"ref,omitempty"`
+	// Digest, MediaType and Size describe the blob or manifest.
+	Digest    v1.Hash         `json:"digest"`
+	MediaType types.MediaType `json:"mediaType,omitempty"`
+	Size      int64           `json:"size"`
+	// Complete is how many bytes of the blob have been transferred.
+	Complete int64 `json:"complete,omitempty"`
+	// Reason says why a blob was skipped.
+	Reason string `json:"reason,omitempty"`
+}
+
+// String describes the event in one line.
+func (e Event) String() string {
+	switch e.Kind {
+	case ImageResolved:
+		return fmt.Sprintf("resolved %s to %s", e.Ref, e.Digest)
+	case BlobSkipped:
+		return fmt.Sprintf("skipped %s (%d bytes): %s", e.Digest, e.Size, e.Reason)
+	case BlobStarted:
+		return fmt.Sprintf("copying %s (%d bytes)", e.Digest, e.Size)
+	case BlobProgress:
+		return fmt.Sprintf("copying %s: %d of %d bytes", e.Digest, e.Complete, e.Size)
+	case BlobDone:
+		return fmt.Sprintf("copied %s (%d bytes)", e.Digest, e.Size)
+	case ManifestPushed:
+		return fmt.Sprintf("pushed manifest %s to %s", e.Digest, e.Ref)
+	}
+	return e.Kind.String()
+}
+
+// Reporter receives the events of imo's operations. Implementations must be
+// safe for concurrent use: blobs move in parallel. Report must not block
+// for long; it runs on the transfer's goroutine.
+type Reporter interface {
+	Report(Event)
+}
+
+// ReporterFunc adapts a function to a [Reporter].
+type ReporterFunc func(Event)
+
+// Report calls f(e).
+func (f ReporterFunc) Report(e Event) { f(e) }
+
+type nopReporter struct{}
+
+func (nopReporter) Report(Event) {}
+
+// NewWriterReporter renders events for people on w. When w is a terminal it
+// draws one progress bar for all the bytes in flight; otherwise it writes
+// one line per event, leaving out [BlobProgress] events.
+func NewWriterReporter(w io.Writer) Reporter {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return &barReporter{w: w, seen: map[v1.Hash]int64{}}
+	}
+	return &lineReporter{w: w}
+}
+
+// lineReporter writes one line per event.
+type lineReporter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (r *lineReporter) Report(e Event) {
+	if e.Kind == BlobProgress {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintln(r.w, e.String())
+}
+
+// barReporter draws one progress bar whose total grows as blobs start.
+type barReporter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	bar  *progressbar.ProgressBar
+	seen map[v1.Hash]int64 // bytes counted so far per blob in flight
+}
+
+func (r *barReporter) Report(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch e.Kind {
+	case BlobStarted:
+		if r.bar == nil {
+			r.bar = progressbar.NewOptions64(0,
+				progressbar.OptionSetWriter(r.w),
+				progressbar.OptionShowBytes(true),
+				progressbar.OptionShowCount(),
+				progressbar.OptionSetDescription("blobs"),
+				progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionClearOnFinish(),
+			)
+		}
+		r.bar.ChangeMax64(r.bar.GetMax64() + e.Size)
+		r.seen[e.Digest] = 0
+	case BlobProgress, BlobDone:
+		if r.bar == nil {
+			return
+		}
+		complete := e.Complete
+		if e.Kind == BlobDone {
+			complete = e.Size
+		}
+		_ = r.bar.Add64(complete - r.seen[e.Digest])
+		r.seen[e.Digest] = complete
+		if e.Kind == BlobDone {
+			delete(r.seen, e.Digest)
+		}
+	default:
+		if r.bar != nil {
+			_ = r.bar.Clear()
+		}
+		fmt.Fprintln(r.w, e.String())
+	}
+}
