@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log"
@@ -103,19 +104,32 @@ type testRegistry struct {
 // wrap, when not nil, wraps its handler (for auth or TLS checks).
 func newTestRegistry(t testing.TB, wrap func(http.Handler) http.Handler) *testRegistry {
 	t.Helper()
+	return newTLSRegistry(t, wrap, nil)
+}
+
+// newTLSRegistry is newTestRegistry serving HTTPS with cfg, or plain HTTP
+// when cfg is nil.
+func newTLSRegistry(t testing.TB, wrap func(http.Handler) http.Handler, cfg *tls.Config) *testRegistry {
+	t.Helper()
 	r := &testRegistry{blobs: &repoBlobs{blobs: map[string]map[v1.Hash][]byte{}, corrupt: map[v1.Hash]bool{}}}
 	var h http.Handler = registry.New(registry.WithBlobHandler(r.blobs), registry.Logger(log.New(io.Discard, "", 0)))
 	if wrap != nil {
 		h = wrap(h)
 	}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		r.requests = append(r.requests, req.Method+" "+req.URL.RequestURI())
 		r.mu.Unlock()
 		h.ServeHTTP(w, req)
 	}))
+	if cfg != nil {
+		r.TLS = cfg
+		r.StartTLS()
+	} else {
+		r.Start()
+	}
 	t.Cleanup(r.Close)
-	r.Host = strings.TrimPrefix(r.URL, "http://")
+	r.Host = r.Listener.Addr().String()
 	return r
 }
 

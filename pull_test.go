@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -163,8 +164,8 @@ func TestPullDeterministic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var events int
-	reporting := imo.New(imo.WithPlainHTTP(), imo.WithJobs(1), imo.WithReporter(imo.ReporterFunc(func(imo.Event) { events++ })))
+	var events atomic.Int64
+	reporting := imo.New(imo.WithPlainHTTP(), imo.WithJobs(1), imo.WithReporter(imo.ReporterFunc(func(imo.Event) { events.Add(1) })))
 	second, err := pull(t, reporting, src.ref("app:v1"), src.ref("app:v2"))
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +173,7 @@ func TestPullDeterministic(t *testing.T) {
 	if !bytes.Equal(first, second) {
 		t.Error("two pulls of the same images differ")
 	}
-	if events == 0 {
+	if events.Load() == 0 {
 		t.Error("the reporter saw no event")
 	}
 }

@@ -1,0 +1,156 @@
+package imo
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// testEntry is one entry of a hand-made tar.
+type testEntry struct {
+	name     string
+	body     []byte
+	typeflag byte
+	size     int64 // declared size when not len(body)
+}
+
+func makeTar(t testing.TB, entries ...testEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: e.typeflag}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Typeflag == tar.TypeSymlink {
+			h.Linkname, h.Size = "/etc/passwd", 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	for _, e := range entries {
+		if e.size != 0 {
+			// Rewrite the size field of the first header to lie.
+			hdr := &tar.Header{Name: e.name, Mode: 0o644, Size: e.size, Typeflag: tar.TypeReg}
+			var hb bytes.Buffer
+			htw := tar.NewWriter(&hb)
+			if err := htw.WriteHeader(hdr); err != nil {
+				t.Fatal(err)
+			}
+			copy(b, hb.Bytes()[:512])
+		}
+	}
+	return b
+}
+
+// validEntries is a small, complete archive of one image.
+func validEntries(t testing.TB) []testEntry {
+	t.Helper()
+	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	ch, _, _ := v1.SHA256(bytes.NewReader(config))
+	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
+		Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Digest: ch, Size: int64(len(config))}}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mh, _, _ := v1.SHA256(bytes.NewReader(raw))
+	index, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, Manifests: []v1.Descriptor{{MediaType: types.OCIManifestSchema1, Digest: mh, Size: int64(len(raw))}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []testEntry{
+		{name: LayoutFile, body: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
+		{name: IndexFile, body: index},
+		{name: "blobs/sha256/" + mh.Hex, body: raw},
+		{name: "./blobs/sha256/" + ch.Hex, body: config},
+	}
+}
+
+func readAndWalk(b []byte) error {
+	a, err := readArchive("test.tar", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	g, err := a.image(context.Background())
+	if err != nil {
+		return err
+	}
+	a.describe(g)
+	return nil
+}
+
+func TestReadArchive(t *testing.T) {
+	valid := validEntries(t)
+	with := func(extra ...testEntry) []byte {
+		return makeTar(t, append(append([]testEntry{}, valid...), extra...)...)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(makeTar(t, valid...))
+	zw.Close()
+	whole := makeTar(t, valid...)
+
+	tests := []struct {
+		name    string
+		archive []byte
+		wantErr error
+	}{
+		{"valid", whole, nil},
+		{"empty file", nil, ErrInvalidArchive},
+		{"not a tar", []byte("hello, this is not a tar archive at all"), ErrInvalidArchive},
+		{"gzip-compressed", gz.Bytes(), ErrInvalidArchive},
+		{"truncated", whole[:len(whole)/2], ErrInvalidArchive},
+		{"absolute name", with(testEntry{name: "/etc/passwd", body: []byte("x")}), ErrInvalidArchive},
+		{"dot-dot", with(testEntry{name: "blobs/../../evil", body: []byte("x")}), ErrInvalidArchive},
+		{"symlink", with(testEntry{name: "blobs/sha256/link", typeflag: tar.TypeSymlink}), ErrInvalidArchive},
+		{"duplicate", with(valid[1]), ErrInvalidArchive},
+		{"size beyond the end", makeTar(t, testEntry{name: LayoutFile, body: []byte("{}"), size: 1 << 40}), ErrInvalidArchive},
+		{"no oci-layout", makeTar(t, valid[1:]...), ErrInvalidArchive},
+		{"no index.json", makeTar(t, valid[0], valid[2], valid[3]), ErrInvalidArchive},
+		{"index.json does not parse", makeTar(t, valid[0], testEntry{name: IndexFile, body: []byte("{")}), ErrInvalidArchive},
+		{"index.json lists nothing", makeTar(t, valid[0], testEntry{name: IndexFile, body: []byte(`{"schemaVersion":2,"manifests":[]}`)}), ErrInvalidArchive},
+		{"manifest missing", makeTar(t, valid[0], valid[1], valid[3]), ErrInvalidArchive},
+		{"manifest altered", makeTar(t, valid[0], valid[1], testEntry{name: valid[2].name, body: bytes.ToUpper(valid[2].body)}, valid[3]), ErrDigestMismatch},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := readAndWalk(tc.archive)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr != nil && err == nil) {
+				t.Errorf("reading = %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// FuzzReadArchive feeds arbitrary bytes to the archive reader: it must
+// return an error or a consistent archive, never panic or hang.
+func FuzzReadArchive(f *testing.F) {
+	valid := validEntries(f)
+	f.Add(makeTar(f, valid...))
+	f.Add(makeTar(f, valid[0], valid[1]))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := readAndWalk(b); err != nil {
+			if !errors.Is(err, ErrInvalidArchive) && !errors.Is(err, ErrDigestMismatch) && !errors.Is(err, ErrUnsupportedMediaType) {
+				t.Errorf("reading returned an error of no documented kind: %v", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,152 @@
+package imo_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/imokit/imo"
+)
+
+// exampleRegistries starts two in-process registries on 127.0.0.1: src
+// holds app:v1 and app:v2 (v2 adds one layer to v1), dst holds app:v1, as
+// a disconnected site would.
+func exampleRegistries() (src, dst string, stop func()) {
+	s := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	d := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	src, dst = s.Listener.Addr().String(), d.Listener.Addr().String()
+	base, err := random.Image(1024, 2)
+	if err != nil {
+		log.Fatal(err)
+	}
+	extra, err := random.Layer(1024, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+	if err != nil {
+		log.Fatal(err)
+	}
+	final, err := mutate.AppendLayers(base, extra)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for ref, img := range map[string]v1.Image{src + "/app:v1": base, src + "/app:v2": final, dst + "/app:v1": base} {
+		if err := remote.Write(mustParse(ref), img); err != nil {
+			log.Fatal(err)
+		}
+	}
+	return src, dst, func() { s.Close(); d.Close() }
+}
+
+// Pull the difference between two versions of an image, check that the
+// destination holds what the archive leaves out, and push it.
+func Example() {
+	src, dst, stop := exampleRegistries()
+	defer stop()
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "imo-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	archive := filepath.Join(dir, "difference.tar")
+
+	// The registries here speak plain HTTP; imo uses HTTPS unless told.
+	inc := imo.New(imo.WithPlainHTTP())
+
+	// Pull: stream the difference between app:v1 and app:v2 into a file.
+	diff, err := inc.Pull(ctx, src+"/app:v1", src+"/app:v2")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer diff.Close()
+	f, err := os.Create(archive)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := io.Copy(f, diff); err != nil {
+		log.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		log.Fatal(err)
+	}
+
+	// Inspect: what the archive carries, without a registry.
+	plan, err := imo.Inspect(ctx, archive)
+	if err != nil {
+		log.Fatal(err)
+	}
+	carried := 0
+	for _, b := range plan.Blobs {
+		if b.Included {
+			carried++
+		}
+	}
+	fmt.Printf("the archive carries %d of %d blobs\n", carried, len(plan.Blobs))
+
+	// Vet, then push, at the far side.
+	if err := inc.PushVet(ctx, archive, dst+"/app:v2"); err != nil {
+		log.Fatal(err)
+	}
+	if err := inc.Push(ctx, archive, dst+"/app:v2"); err != nil {
+		log.Fatal(err)
+	}
+	pushed, err := remote.Head(mustParse(dst + "/app:v2"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("pushed the source digest:", pushed.Digest == plan.Images[0].Final.Digest)
+	// Output:
+	// the archive carries 2 of 4 blobs
+	// pushed the source digest: true
+}
+
+// PushVet names every blob the destination lacks.
+func ExampleIncremental_PushVet() {
+	src, _, stop := exampleRegistries()
+	defer stop()
+	ctx := context.Background()
+	inc := imo.New(imo.WithPlainHTTP())
+
+	diff, err := inc.Pull(ctx, src+"/app:v1", src+"/app:v2")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer diff.Close()
+	f, err := os.CreateTemp("", "difference-*.tar")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := io.Copy(f, diff); err != nil {
+		log.Fatal(err)
+	}
+	f.Close()
+
+	// A new registry does not hold app:v1's layers.
+	empty := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer empty.Close()
+	err = inc.PushVet(ctx, f.Name(), empty.Listener.Addr().String()+"/app:v2")
+	var missing *imo.MissingBlobsError
+	if errors.As(err, &missing) {
+		fmt.Printf("%d blobs missing; errors.Is(err, ErrMissingBlobs) = %v\n", len(missing.Blobs), errors.Is(err, imo.ErrMissingBlobs))
+	}
+	// Output:
+	// 2 blobs missing; errors.Is(err, ErrMissingBlobs) = true
+}
+
+func mustParse(ref string) name.Reference {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return r
+}

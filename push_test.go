@@ -1,0 +1,206 @@
+package imo_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/imokit/imo"
+)
+
+// manifests returns the raw bytes of every manifest under ref, the top one
+// first, so that two registries can be compared byte for byte.
+func manifests(t *testing.T, ref string) [][]byte {
+	t.Helper()
+	d, err := remote.Get(mustRef(t, ref))
+	if err != nil {
+		t.Fatalf("remote.Get(%s) = %v", ref, err)
+	}
+	out := [][]byte{d.Manifest}
+	if d.MediaType.IsIndex() {
+		im, err := v1.ParseIndexManifest(bytes.NewReader(d.Manifest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range im.Manifests {
+			out = append(out, manifests(t, ref[:strings.LastIndex(ref, ":")]+"@"+c.Digest.String())...)
+		}
+	}
+	return out
+}
+
+func TestPushDelta(t *testing.T) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src, pair := setup(t, tc.format, tc.platforms...)
+			dst := newTestRegistry(t, nil)
+			dst.write(t, dst.ref("app:v1"), pair.v1)
+			dst.resetCounts()
+
+			inc := imo.New(imo.WithPlainHTTP())
+			archive := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
+			if err := inc.PushVet(context.Background(), archive, dst.ref("app:v2")); err != nil {
+				t.Fatalf("PushVet() = %v", err)
+			}
+			if err := inc.Push(context.Background(), archive, dst.ref("app:v2")); err != nil {
+				t.Fatalf("Push() = %v", err)
+			}
+			if got, want := manifests(t, dst.ref("app:v2")), manifests(t, src.ref("app:v2")); !slices.EqualFunc(got, want, bytes.Equal) {
+				t.Error("pushed manifests differ from the source's")
+			}
+			for _, h := range pair.shared {
+				if n := dst.count(http.MethodPut, "digest="+h.String()); n != 0 {
+					t.Errorf("shared layer %s was uploaded %d times, want 0", h, n)
+				}
+			}
+			// One upload per changed layer and per platform config, nothing else.
+			if got, want := dst.count(http.MethodPost, "/blobs/uploads/"), len(pair.changed)*2; got != want {
+				t.Errorf("Push() started %d uploads, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestPushScratchIntoEmptyRegistry(t *testing.T) {
+	src, _ := setup(t, oci, "linux/amd64", "linux/arm64/v8")
+	dst := newTestRegistry(t, nil)
+	inc := imo.New(imo.WithPlainHTTP())
+	archive := pullFile(t, inc, imo.Scratch, src.ref("app:v2"))
+	if err := inc.Push(context.Background(), archive, dst.ref("team/app:v2")); err != nil {
+		t.Fatalf("Push() = %v", err)
+	}
+	if got, want := manifests(t, dst.ref("team/app:v2")), manifests(t, src.ref("app:v2")); !slices.EqualFunc(got, want, bytes.Equal) {
+		t.Error("pushed manifests differ from the source's")
+	}
+	// Pushing again uploads nothing.
+	dst.resetCounts()
+	if err := inc.Push(context.Background(), archive, dst.ref("team/app:v2")); err != nil {
+		t.Fatalf("second Push() = %v", err)
+	}
+	if n := dst.count(http.MethodPost, "/blobs/uploads/"); n != 0 {
+		t.Errorf("second Push() started %d uploads, want 0", n)
+	}
+}
+
+func TestPushRefusesMissingBlobs(t *testing.T) {
+	src, pair := setup(t, docker, "linux/amd64", "linux/arm64/v8")
+	dst := newTestRegistry(t, nil)
+	// The base is in another repository: blobs are per repository.
+	dst.write(t, dst.ref("other:v1"), pair.v1)
+	dst.resetCounts()
+
+	inc := imo.New(imo.WithPlainHTTP())
+	archive := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
+	for _, op := range []struct {
+		name string
+		run  func(context.Context, string, string) error
+	}{{"PushVet", inc.PushVet}, {"Push", inc.Push}} {
+		err := op.run(context.Background(), archive, dst.ref("app:v2"))
+		var me *imo.MissingBlobsError
+		if !errors.Is(err, imo.ErrMissingBlobs) || !errors.As(err, &me) {
+			t.Fatalf("%s() = %v, want a *MissingBlobsError", op.name, err)
+		}
+		var got []v1.Hash
+		for _, b := range me.Blobs {
+			got = append(got, b.Digest)
+			if len(b.NeededBy) == 0 || b.Size == 0 || b.MediaType == "" {
+				t.Errorf("%s() missing blob %+v lacks details", op.name, b)
+			}
+		}
+		slices.SortFunc(got, compareHash)
+		want := slices.SortedFunc(slices.Values(pair.shared), compareHash)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s() missing = %v, want %v", op.name, got, want)
+		}
+	}
+	if n := dst.count(http.MethodPost, "") + dst.count(http.MethodPut, "") + dst.count(http.MethodPatch, ""); n != 0 {
+		t.Errorf("refused pushes wrote %d times to the destination, want 0", n)
+	}
+}
+
+func TestPushRefusesCorruptArchive(t *testing.T) {
+	src, pair := setup(t, docker, "linux/amd64")
+	dst := newTestRegistry(t, nil)
+	dst.write(t, dst.ref("app:v1"), pair.v1)
+	inc := imo.New(imo.WithPlainHTTP())
+	path := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
+	flipByte(t, path, "blobs/sha256/"+pair.changed[0].Hex)
+	dst.resetCounts()
+	err := inc.Push(context.Background(), path, dst.ref("app:v2"))
+	if !errors.Is(err, imo.ErrDigestMismatch) {
+		t.Errorf("Push() = %v, want ErrDigestMismatch", err)
+	}
+	if n := dst.count(http.MethodPut, "/manifests/"); n != 0 {
+		t.Errorf("Push() of a corrupt archive wrote %d manifests", n)
+	}
+}
+
+func TestPushStream(t *testing.T) {
+	src, _ := setup(t, docker, "linux/amd64")
+	dst := newTestRegistry(t, nil)
+	spool := t.TempDir()
+	inc := imo.New(imo.WithPlainHTTP(), imo.WithTempDir(spool))
+	b, err := pull(t, inc, imo.Scratch, src.ref("app:v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inc.PushStream(context.Background(), bytes.NewReader(b), dst.ref("app:v2")); err != nil {
+		t.Fatalf("PushStream() = %v", err)
+	}
+	if left, _ := os.ReadDir(spool); len(left) != 0 {
+		t.Errorf("PushStream() left %d files in its temporary directory", len(left))
+	}
+	if got, want := manifests(t, dst.ref("app:v2")), manifests(t, src.ref("app:v2")); !slices.EqualFunc(got, want, bytes.Equal) {
+		t.Error("pushed manifests differ from the source's")
+	}
+}
+
+func TestPushDigestDestination(t *testing.T) {
+	src, pair := setup(t, docker, "linux/amd64")
+	dst := newTestRegistry(t, nil)
+	inc := imo.New(imo.WithPlainHTTP())
+	archive := pullFile(t, inc, imo.Scratch, src.ref("app:v2"))
+	want := digest(t, pair.v2.(digester))
+	if err := inc.Push(context.Background(), archive, dst.ref("app@"+want.String())); err != nil {
+		t.Errorf("Push(by its digest) = %v", err)
+	}
+	other := digest(t, pair.v1.(digester))
+	if err := inc.Push(context.Background(), archive, dst.ref("app@"+other.String())); err == nil {
+		t.Error("Push(by another digest) = nil error")
+	}
+}
+
+func compareHash(a, b v1.Hash) int { return strings.Compare(a.String(), b.String()) }
+
+// flipByte corrupts the middle byte of the named entry of the tar at path.
+func flipByte(t *testing.T, path, name string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bytes.NewReader(b)
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("no %s in %s: %v", name, path, err)
+		}
+		if h.Name == name {
+			off := len(b) - r.Len() // tar reads headers only, so this is where the content starts
+			b[off+int(h.Size)/2] ^= 0xff
+			break
+		}
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
