@@ -52,10 +52,10 @@ func pushImage(t *testing.T, ref string, opts ...remote.Option) v1.Hash {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(r, pair.v2.(v1.Image), opts...); err != nil {
+	if err := remote.Write(r, pair.V2.(v1.Image), opts...); err != nil {
 		t.Fatalf("writing %s: %v", ref, err)
 	}
-	return digest(t, pair.v2.(digester))
+	return digest(t, pair.V2)
 }
 
 func TestTLS(t *testing.T) {
@@ -68,7 +68,7 @@ func TestTLS(t *testing.T) {
 	pushImage(t, tlsReg.ref("app:v2"), remote.WithTransport(trusting))
 	pushImage(t, mtlsReg.ref("app:v2"), remote.WithTransport(trusting))
 	plain := newTestRegistry(t, nil)
-	plain.write(t, plain.ref("app:v2"), newAppPair(t, docker, "linux/amd64").v2)
+	plain.write(t, plain.ref("app:v2"), newAppPair(t, docker, "linux/amd64").V2)
 
 	tests := []struct {
 		name    string
@@ -178,7 +178,7 @@ func TestNamespace(t *testing.T) {
 	})
 	pair := newAppPair(t, oci, "linux/amd64", "linux/arm64")
 	ref := mustRef(t, mirror.ref("curl/curl:8.10.1"))
-	if err := remote.WriteIndex(ref, pair.v2.(v1.ImageIndex)); err != nil {
+	if err := remote.WriteIndex(ref, pair.V2.(v1.ImageIndex)); err != nil {
 		t.Fatal(err)
 	}
 	without.Store(0)

@@ -18,23 +18,24 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/internal/sandbox"
 	"go.uber.org/goleak"
 )
 
 // setup is a source registry holding app:v1 and app:v2 of a pair.
-func setup(t *testing.T, f format, platforms ...string) (*testRegistry, appPair) {
+func setup(t *testing.T, f sandbox.Format, platforms ...string) (*testRegistry, *sandbox.AppPair) {
 	t.Helper()
 	src := newTestRegistry(t, nil)
 	pair := newAppPair(t, f, platforms...)
-	src.write(t, src.ref("app:v1"), pair.v1)
-	src.write(t, src.ref("app:v2"), pair.v2)
+	src.write(t, src.ref("app:v1"), pair.V1)
+	src.write(t, src.ref("app:v2"), pair.V2)
 	src.resetCounts()
 	return src, pair
 }
 
 var cases = []struct {
 	name      string
-	format    format
+	format    sandbox.Format
 	platforms []string
 }{
 	{"docker single-platform", docker, []string{"linux/amd64"}},
@@ -52,7 +53,7 @@ func TestPullDelta(t *testing.T) {
 				t.Fatalf("Pull() = %v", err)
 			}
 			names := tarNames(t, archive)
-			for _, h := range pair.shared {
+			for _, h := range pair.Shared {
 				if hasBlob(names, h) {
 					t.Errorf("archive carries shared layer %s", h)
 				}
@@ -60,7 +61,7 @@ func TestPullDelta(t *testing.T) {
 					t.Errorf("shared layer %s was downloaded %d times, want 0", h, n)
 				}
 			}
-			for _, h := range pair.changed {
+			for _, h := range pair.Changed {
 				if !hasBlob(names, h) {
 					t.Errorf("archive lacks changed layer %s", h)
 				}
@@ -72,7 +73,7 @@ func TestPullDelta(t *testing.T) {
 				t.Errorf("a delta archive carries %s", imo.DockerManifestFile)
 			}
 			img := readLayout(t, archive)
-			if want := digest(t, pair.v2.(digester)); img != want {
+			if want := digest(t, pair.V2); img != want {
 				t.Errorf("archive's image is %s, want %s", img, want)
 			}
 		})
@@ -88,7 +89,7 @@ func TestPullScratch(t *testing.T) {
 				t.Fatalf("Pull() = %v", err)
 			}
 			names := tarNames(t, archive)
-			for _, h := range append(pair.shared, pair.changed...) {
+			for _, h := range append(pair.Shared, pair.Changed...) {
 				if !hasBlob(names, h) {
 					t.Errorf("whole-image archive lacks %s", h)
 				}
@@ -126,14 +127,14 @@ func TestPullPlan(t *testing.T) {
 		t.Errorf("Plan downloaded %d blobs, want 0", n)
 	}
 	img := plan.Images[0]
-	if img.Final.Digest != digest(t, pair.v2.(digester)) || img.Base.Digest != digest(t, pair.v1.(digester)) {
+	if img.Final.Digest != digest(t, pair.V2) || img.Base.Digest != digest(t, pair.V1) {
 		t.Errorf("Plan() images = %+v", img)
 	}
 	if want := []string{"linux/amd64", "linux/arm64/v8"}; !slices.Equal(img.Platforms, want) {
 		t.Errorf("Plan() platforms = %v, want %v", img.Platforms, want)
 	}
 	for _, b := range plan.Blobs {
-		shared := slices.Contains(pair.shared, b.Digest)
+		shared := slices.Contains(pair.Shared, b.Digest)
 		if b.Included == shared {
 			t.Errorf("blob %s included = %v, but shared with base = %v", b.Digest, b.Included, shared)
 		}
@@ -245,11 +246,11 @@ func TestPullSinglePlatformImageChecked(t *testing.T) {
 
 func TestPullCorruptBlob(t *testing.T) {
 	src, pair := setup(t, docker, "linux/amd64")
-	src.blobs.corrupt[pair.changed[0]] = true
+	src.Corrupt(pair.Changed[0])
 	_, err := pull(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
 	var de *imo.DigestMismatchError
-	if !errors.Is(err, imo.ErrDigestMismatch) || !errors.As(err, &de) || de.Want != pair.changed[0] {
-		t.Errorf("Pull() = %v, want a DigestMismatchError for %s", err, pair.changed[0])
+	if !errors.Is(err, imo.ErrDigestMismatch) || !errors.As(err, &de) || de.Want != pair.Changed[0] {
+		t.Errorf("Pull() = %v, want a DigestMismatchError for %s", err, pair.Changed[0])
 	}
 }
 
@@ -284,7 +285,7 @@ func TestPullCancel(t *testing.T) {
 	stall := make(chan struct{})
 	slow := newTestRegistry(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, pair.changed[0].String()) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, pair.Changed[0].String()) {
 				w.Header().Set("Content-Length", "100000")
 				w.Write(make([]byte, 10))
 				w.(http.Flusher).Flush()
@@ -295,7 +296,7 @@ func TestPullCancel(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	})
-	slow.write(t, slow.ref("app:v2"), pair.v2)
+	slow.write(t, slow.ref("app:v2"), pair.V2)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
 	ctx, cancel := context.WithCancel(context.Background())

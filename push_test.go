@@ -42,7 +42,7 @@ func TestPushDelta(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			src, pair := setup(t, tc.format, tc.platforms...)
 			dst := newTestRegistry(t, nil)
-			dst.write(t, dst.ref("app:v1"), pair.v1)
+			dst.write(t, dst.ref("app:v1"), pair.V1)
 			dst.resetCounts()
 
 			inc := imo.New(imo.WithPlainHTTP())
@@ -56,13 +56,13 @@ func TestPushDelta(t *testing.T) {
 			if got, want := manifests(t, dst.ref("app:v2")), manifests(t, src.ref("app:v2")); !slices.EqualFunc(got, want, bytes.Equal) {
 				t.Error("pushed manifests differ from the source's")
 			}
-			for _, h := range pair.shared {
+			for _, h := range pair.Shared {
 				if n := dst.count(http.MethodPut, "digest="+h.String()); n != 0 {
 					t.Errorf("shared layer %s was uploaded %d times, want 0", h, n)
 				}
 			}
 			// One upload per changed layer and per platform config, nothing else.
-			if got, want := dst.count(http.MethodPost, "/blobs/uploads/"), len(pair.changed)*2; got != want {
+			if got, want := dst.count(http.MethodPost, "/blobs/uploads/"), len(pair.Changed)*2; got != want {
 				t.Errorf("Push() started %d uploads, want %d", got, want)
 			}
 		})
@@ -94,7 +94,7 @@ func TestPushRefusesMissingBlobs(t *testing.T) {
 	src, pair := setup(t, docker, "linux/amd64", "linux/arm64/v8")
 	dst := newTestRegistry(t, nil)
 	// The base is in another repository: blobs are per repository.
-	dst.write(t, dst.ref("other:v1"), pair.v1)
+	dst.write(t, dst.ref("other:v1"), pair.V1)
 	dst.resetCounts()
 
 	inc := imo.New(imo.WithPlainHTTP())
@@ -116,7 +116,7 @@ func TestPushRefusesMissingBlobs(t *testing.T) {
 			}
 		}
 		slices.SortFunc(got, compareHash)
-		want := slices.SortedFunc(slices.Values(pair.shared), compareHash)
+		want := slices.SortedFunc(slices.Values(pair.Shared), compareHash)
 		if !slices.Equal(got, want) {
 			t.Errorf("%s() missing = %v, want %v", op.name, got, want)
 		}
@@ -129,10 +129,10 @@ func TestPushRefusesMissingBlobs(t *testing.T) {
 func TestPushRefusesCorruptArchive(t *testing.T) {
 	src, pair := setup(t, docker, "linux/amd64")
 	dst := newTestRegistry(t, nil)
-	dst.write(t, dst.ref("app:v1"), pair.v1)
+	dst.write(t, dst.ref("app:v1"), pair.V1)
 	inc := imo.New(imo.WithPlainHTTP())
 	path := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
-	flipByte(t, path, "blobs/sha256/"+pair.changed[0].Hex)
+	flipByte(t, path, "blobs/sha256/"+pair.Changed[0].Hex)
 	dst.resetCounts()
 	err := inc.Push(context.Background(), path, dst.ref("app:v2"))
 	if !errors.Is(err, imo.ErrDigestMismatch) {
@@ -168,11 +168,11 @@ func TestPushDigestDestination(t *testing.T) {
 	dst := newTestRegistry(t, nil)
 	inc := imo.New(imo.WithPlainHTTP())
 	archive := pullFile(t, inc, imo.Scratch, src.ref("app:v2"))
-	want := digest(t, pair.v2.(digester))
+	want := digest(t, pair.V2)
 	if err := inc.Push(context.Background(), archive, dst.ref("app@"+want.String())); err != nil {
 		t.Errorf("Push(by its digest) = %v", err)
 	}
-	other := digest(t, pair.v1.(digester))
+	other := digest(t, pair.V1)
 	if err := inc.Push(context.Background(), archive, dst.ref("app@"+other.String())); err == nil {
 		t.Error("Push(by another digest) = nil error")
 	}

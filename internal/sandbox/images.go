@@ -1,0 +1,173 @@
+package sandbox
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Format is a family of media types.
+type Format struct {
+	Name     string
+	Manifest types.MediaType
+	Config   types.MediaType
+	Layer    types.MediaType
+	Index    types.MediaType
+}
+
+// The two families of media types registries serve.
+var (
+	Docker = Format{"docker", types.DockerManifestSchema2, types.DockerConfigJSON, types.DockerLayer, types.DockerManifestList}
+	OCI    = Format{"oci", types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer, types.OCIImageIndex}
+)
+
+// Layer builds a gzip-compressed tar layer of media type mt holding files,
+// given as name, content, name, content, ...
+func Layer(mt types.MediaType, files ...string) (v1.Layer, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for i := 0; i+1 < len(files); i += 2 {
+		if err := tw.WriteHeader(&tar.Header{Name: files[i], Mode: 0o644, Size: int64(len(files[i+1])), Typeflag: tar.TypeReg}); err != nil {
+			return nil, err
+		}
+		if _, err := io.WriteString(tw, files[i+1]); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	b := buf.Bytes()
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}, tarball.WithMediaType(mt))
+}
+
+// Image builds an image of format f for platform p from layers.
+func (f Format) Image(p v1.Platform, layers ...v1.Layer) (v1.Image, error) {
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return nil, err
+	}
+	return mutate.ConfigMediaType(mutate.MediaType(img, f.Manifest), f.Config), nil
+}
+
+// ImageIndex builds an index of format f from images by platform
+// ("os/arch[/variant]"), in the platforms' sorted order.
+func (f Format) ImageIndex(imgs map[string]v1.Image) (v1.ImageIndex, error) {
+	idx := mutate.IndexMediaType(empty.Index, f.Index)
+	for _, ps := range slices.Sorted(maps.Keys(imgs)) {
+		p, err := v1.ParsePlatform(ps)
+		if err != nil {
+			return nil, err
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: imgs[ps], Descriptor: v1.Descriptor{Platform: p}})
+	}
+	return idx, nil
+}
+
+// AppPair is a v1 and a v2 of an application that share their lower
+// layers: an OS layer per platform and a runtime layer, under an app layer
+// that changes between versions.
+type AppPair struct {
+	// V1 and V2 are v1.Image values with one platform, v1.ImageIndex
+	// values with several.
+	V1, V2 Artifact
+	// Shared are the layers V2 shares with V1; Changed are those only V2 has.
+	Shared, Changed []v1.Hash
+}
+
+// Artifact is an image or an index.
+type Artifact interface {
+	Digest() (v1.Hash, error)
+	RawManifest() ([]byte, error)
+	MediaType() (types.MediaType, error)
+}
+
+// NewAppPair builds the pair in format f for the given platforms
+// ("os/arch[/variant]"); with one platform the images are single-platform.
+// Layers hold text of a few KiB each, so the pair is small and
+// deterministic: the same arguments give the same digests.
+func NewAppPair(f Format, platforms ...string) (*AppPair, error) {
+	if len(platforms) == 0 {
+		return nil, fmt.Errorf("NewAppPair: no platform")
+	}
+	pair := &AppPair{}
+	runtime, err := Layer(f.Layer, "usr/lib/runtime.so", strings.Repeat("runtime library ", 512))
+	if err != nil {
+		return nil, err
+	}
+	v1s, v2s := map[string]v1.Image{}, map[string]v1.Image{}
+	for _, ps := range platforms {
+		p, err := v1.ParsePlatform(ps)
+		if err != nil {
+			return nil, err
+		}
+		osLayer, err := Layer(f.Layer, "etc/os-release", "ID=sampleos\nARCH="+ps+"\n", "bin/sh", strings.Repeat("shell "+ps, 300))
+		if err != nil {
+			return nil, err
+		}
+		app1, err := Layer(f.Layer, "app/VERSION", "1.0.0 "+ps, "app/main", strings.Repeat("app one ", 400))
+		if err != nil {
+			return nil, err
+		}
+		app2, err := Layer(f.Layer, "app/VERSION", "2.0.0 "+ps, "app/main", strings.Repeat("app two ", 400))
+		if err != nil {
+			return nil, err
+		}
+		if v1s[ps], err = f.Image(*p, osLayer, runtime, app1); err != nil {
+			return nil, err
+		}
+		if v2s[ps], err = f.Image(*p, osLayer, runtime, app2); err != nil {
+			return nil, err
+		}
+		osDigest, err := osLayer.Digest()
+		if err != nil {
+			return nil, err
+		}
+		appDigest, err := app2.Digest()
+		if err != nil {
+			return nil, err
+		}
+		pair.Shared = append(pair.Shared, osDigest)
+		pair.Changed = append(pair.Changed, appDigest)
+	}
+	rd, err := runtime.Digest()
+	if err != nil {
+		return nil, err
+	}
+	pair.Shared = append(pair.Shared, rd)
+	if len(platforms) == 1 {
+		pair.V1, pair.V2 = v1s[platforms[0]], v2s[platforms[0]]
+		return pair, nil
+	}
+	if pair.V1, err = f.ImageIndex(v1s); err != nil {
+		return nil, err
+	}
+	pair.V2, err = f.ImageIndex(v2s)
+	return pair, err
+}
