@@ -27,67 +27,75 @@ import (
 // archive's digest. dst may name a digest instead of a tag, which must then
 // be the archive's.
 func (i *Incremental) Push(ctx context.Context, archive, dst string) error {
+	_, err := i.PushArchive(ctx, archive, dst)
+	return err
+}
+
+// PushArchive is [Incremental.Push], returning the reference by digest
+// that dst now resolves to.
+func (i *Incremental) PushArchive(ctx context.Context, archive, dst string) (name.Digest, error) {
 	if i.err != nil {
-		return i.err
+		return name.Digest{}, i.err
 	}
 	defer i.push.closeIdle()
 	a, closer, err := openArchive(archive)
 	if err != nil {
-		return err
+		return name.Digest{}, err
 	}
 	defer closer.Close()
 	g, err := a.image(ctx)
 	if err != nil {
-		return err
+		return name.Digest{}, err
 	}
 	ref, err := i.parseRef(dst, i.opts.plainPush)
 	if err != nil {
-		return fmt.Errorf("destination: %w", err)
+		return name.Digest{}, fmt.Errorf("destination: %w", err)
 	}
 	top := g.top()
+	pushed := ref.Context().Digest(top.desc.Digest.String())
 	if d, ok := ref.(name.Digest); ok && d.DigestStr() != top.desc.Digest.String() {
-		return fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top.desc.Digest)
+		return name.Digest{}, fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top.desc.Digest)
 	}
 	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, []string{ref.Context().Scope(transport.PushScope)})
 	if err != nil {
-		return err
+		return name.Digest{}, err
 	}
 	present, err := i.vet(ctx, c, a, g, true)
 	if err != nil {
-		return err
+		return name.Digest{}, err
 	}
 	if err := i.uploadBlobs(ctx, c, a, g, present); err != nil {
-		return err
+		return name.Digest{}, err
 	}
 	for j := len(g.manifests) - 1; j >= 1; j-- {
 		m := g.manifests[j]
 		if err := i.putManifest(ctx, c, c.repo.Digest(m.desc.Digest.String()), m); err != nil {
-			return err
+			return name.Digest{}, err
 		}
 	}
 	if err := i.putManifest(ctx, c, ref, top); err != nil {
-		return err
+		return name.Digest{}, err
 	}
 	got, err := remote.Head(ref, c.options(ctx)...)
 	if err != nil {
-		return fmt.Errorf("checking %s after push: %w", ref, err)
+		return name.Digest{}, fmt.Errorf("checking %s after push: %w", ref, err)
 	}
 	if got.Digest != top.desc.Digest {
-		return fmt.Errorf("%s resolves to %s after push, want %s", ref, got.Digest, top.desc.Digest)
+		return name.Digest{}, fmt.Errorf("%s resolves to %s after push, want %s", ref, got.Digest, top.desc.Digest)
 	}
-	return nil
+	return pushed, nil
 }
 
-// PushStream is [Incremental.Push] for an archive read from r, such as
-// standard input. It spools the archive into a temporary file in the
+// PushStream is [Incremental.PushArchive] for an archive read from r, such
+// as standard input. It spools the archive into a temporary file in the
 // [WithTempDir] directory, which it removes before returning.
-func (i *Incremental) PushStream(ctx context.Context, r io.Reader, dst string) error {
+func (i *Incremental) PushStream(ctx context.Context, r io.Reader, dst string) (name.Digest, error) {
 	if i.err != nil {
-		return i.err
+		return name.Digest{}, i.err
 	}
 	f, err := os.CreateTemp(i.opts.tempDir, "imo-push-*.tar")
 	if err != nil {
-		return fmt.Errorf("spooling archive: %w", err)
+		return name.Digest{}, fmt.Errorf("spooling archive: %w", err)
 	}
 	defer os.Remove(f.Name())
 	_, err = io.Copy(f, contextReader{ctx: ctx, r: r})
@@ -95,9 +103,9 @@ func (i *Incremental) PushStream(ctx context.Context, r io.Reader, dst string) e
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("spooling archive to %s: %w", f.Name(), err)
+		return name.Digest{}, fmt.Errorf("spooling archive to %s: %w", f.Name(), err)
 	}
-	return i.Push(ctx, f.Name(), dst)
+	return i.PushArchive(ctx, f.Name(), dst)
 }
 
 // contextReader stops reading once ctx is done.

@@ -144,7 +144,7 @@ func TestPushRefusesCorruptArchive(t *testing.T) {
 }
 
 func TestPushStream(t *testing.T) {
-	src, _ := setup(t, docker, "linux/amd64")
+	src, pair := setup(t, docker, "linux/amd64")
 	dst := newTestRegistry(t, nil)
 	spool := t.TempDir()
 	inc := imo.New(imo.WithPlainHTTP(), imo.WithTempDir(spool))
@@ -152,8 +152,12 @@ func TestPushStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := inc.PushStream(context.Background(), bytes.NewReader(b), dst.ref("app:v2")); err != nil {
+	pushed, err := inc.PushStream(context.Background(), bytes.NewReader(b), dst.ref("app:v2"))
+	if err != nil {
 		t.Fatalf("PushStream() = %v", err)
+	}
+	if want := dst.ref("app@") + digest(t, pair.V2).String(); pushed.String() != want {
+		t.Errorf("PushStream() = %s, want %s", pushed, want)
 	}
 	if left, _ := os.ReadDir(spool); len(left) != 0 {
 		t.Errorf("PushStream() left %d files in its temporary directory", len(left))

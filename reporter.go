@@ -1,6 +1,7 @@
 package imo
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -104,14 +105,45 @@ type nopReporter struct{}
 
 func (nopReporter) Report(Event) {}
 
-// NewWriterReporter renders events for people on w. When w is a terminal it
-// draws one progress bar for all the bytes in flight; otherwise it writes
-// one line per event, leaving out [BlobProgress] events.
+// NewWriterReporter renders events for people on w: with
+// [NewBarReporter] when w is a terminal, [NewLineReporter] otherwise.
 func NewWriterReporter(w io.Writer) Reporter {
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		return &barReporter{w: w, seen: map[v1.Hash]int64{}}
+		return NewBarReporter(w)
 	}
+	return NewLineReporter(w)
+}
+
+// NewBarReporter draws on w one progress bar for all the bytes in flight,
+// and a line for each event that is not about bytes.
+func NewBarReporter(w io.Writer) Reporter {
+	return &barReporter{w: w, seen: map[v1.Hash]int64{}}
+}
+
+// NewLineReporter writes one line per event on w, leaving out
+// [BlobProgress] events.
+func NewLineReporter(w io.Writer) Reporter {
 	return &lineReporter{w: w}
+}
+
+// NewJSONReporter writes every event except [BlobProgress] to w as one
+// line of JSON, for CI logs and programs.
+func NewJSONReporter(w io.Writer) Reporter {
+	return &jsonReporter{enc: json.NewEncoder(w)}
+}
+
+type jsonReporter struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (r *jsonReporter) Report(e Event) {
+	if e.Kind == BlobProgress {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_ = r.enc.Encode(e)
 }
 
 // lineReporter writes one line per event.

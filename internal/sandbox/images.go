@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 
@@ -110,14 +112,14 @@ type Artifact interface {
 
 // NewAppPair builds the pair in format f for the given platforms
 // ("os/arch[/variant]"); with one platform the images are single-platform.
-// Layers hold text of a few KiB each, so the pair is small and
-// deterministic: the same arguments give the same digests.
+// Layers hold generated text (16 to 256 KiB per file), so the pair is small
+// and deterministic: the same arguments give the same digests.
 func NewAppPair(f Format, platforms ...string) (*AppPair, error) {
 	if len(platforms) == 0 {
 		return nil, fmt.Errorf("NewAppPair: no platform")
 	}
 	pair := &AppPair{}
-	runtime, err := Layer(f.Layer, "usr/lib/runtime.so", strings.Repeat("runtime library ", 512))
+	runtime, err := Layer(f.Layer, "usr/lib/runtime.txt", Text("runtime", 256<<10))
 	if err != nil {
 		return nil, err
 	}
@@ -127,15 +129,15 @@ func NewAppPair(f Format, platforms ...string) (*AppPair, error) {
 		if err != nil {
 			return nil, err
 		}
-		osLayer, err := Layer(f.Layer, "etc/os-release", "ID=sampleos\nARCH="+ps+"\n", "bin/sh", strings.Repeat("shell "+ps, 300))
+		osLayer, err := Layer(f.Layer, "etc/os-release", "ID=sampleos\nARCH="+ps+"\n", "usr/share/doc/os.txt", Text("os "+ps, 128<<10))
 		if err != nil {
 			return nil, err
 		}
-		app1, err := Layer(f.Layer, "app/VERSION", "1.0.0 "+ps, "app/main", strings.Repeat("app one ", 400))
+		app1, err := Layer(f.Layer, "app/VERSION", "1.0.0 "+ps, "app/notes.txt", Text("app 1 "+ps, 16<<10))
 		if err != nil {
 			return nil, err
 		}
-		app2, err := Layer(f.Layer, "app/VERSION", "2.0.0 "+ps, "app/main", strings.Repeat("app two ", 400))
+		app2, err := Layer(f.Layer, "app/VERSION", "2.0.0 "+ps, "app/notes.txt", Text("app 2 "+ps, 16<<10))
 		if err != nil {
 			return nil, err
 		}
@@ -170,4 +172,31 @@ func NewAppPair(f Format, platforms ...string) (*AppPair, error) {
 	}
 	pair.V2, err = f.ImageIndex(v2s)
 	return pair, err
+}
+
+// words are what [Text] writes.
+var words = strings.Fields(`the of and to in is for on that with as by this be are from or at an
+image layer registry blob manifest digest config platform index archive push pull base final
+site ship factory network edge cluster update release version build tag repository mirror`)
+
+// Text returns n bytes of lines of words chosen by a generator seeded from
+// seed: text that compresses like prose, the same for the same arguments.
+func Text(seed string, n int) string {
+	h := fnv.New64a()
+	h.Write([]byte(seed))
+	rng := rand.New(rand.NewPCG(h.Sum64(), 0))
+	var b strings.Builder
+	b.Grow(n + 16)
+	for col := 0; b.Len() < n; {
+		w := words[rng.IntN(len(words))]
+		b.WriteString(w)
+		col += len(w) + 1
+		if col > 72 {
+			b.WriteByte('\n')
+			col = 0
+		} else {
+			b.WriteByte(' ')
+		}
+	}
+	return b.String()[:n]
 }

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/imokit/imo"
+	"github.com/spf13/cobra"
+)
+
+func newInspectCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect ARCHIVE",
+		Short: "Describe an archive without a registry",
+		Long: `Describe an archive without contacting a registry: the final image and the base
+it was diffed against, its platforms, every blob with its size and whether the
+archive carries it, and the saving against the whole image. Works on any OCI
+image layout in a tar, such as skopeo's oci-archive.`,
+		Example: `  imo inspect difference.tar
+  imo inspect --json difference.tar | jq '.blobs[] | select(.included | not)'`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			plan, err := imo.Inspect(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(plan)
+			}
+			fi, err := os.Stat(args[0])
+			if err != nil {
+				return err
+			}
+			return printPlan(cmd.OutOrStdout(), plan, fi.Size())
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	return cmd
+}
+
+// printPlan writes a plan for people; archiveSize is the archive file's
+// size, or -1 before there is one.
+func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, img := range p.Images {
+		fmt.Fprintf(tw, "final\t%s\t%s\n", img.Final.Reference, img.Final.Digest)
+		base := img.Base.Reference
+		if base == "" {
+			base = "(unknown)"
+		}
+		fmt.Fprintf(tw, "base\t%s\t%s\n", base, img.Base.Digest)
+		for _, m := range img.Manifests {
+			platform := ""
+			if m.Platform != nil {
+				platform = m.Platform.String()
+			}
+			fmt.Fprintf(tw, "manifest\t%s\t%s\t%d\t%s\n", m.Digest, m.MediaType, m.Size, platform)
+		}
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "BLOB\tSIZE\tMEDIA TYPE\tCARRIED")
+	for _, b := range p.Blobs {
+		carried := "yes"
+		if !b.Included {
+			carried = "no: " + b.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", b.Digest, b.Size, b.MediaType, carried)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	carried, whole := p.Bytes()
+	saving := 0.0
+	if whole > 0 {
+		saving = 100 * float64(whole-carried) / float64(whole)
+	}
+	fmt.Fprintf(w, "\ncarries %d of %d bytes (saves %.1f%% against the whole image)\n", carried, whole, saving)
+	if archiveSize >= 0 {
+		fmt.Fprintf(w, "archive file: %d bytes\n", archiveSize)
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"runtime/debug"
+
+	"github.com/imokit/imo"
+	"github.com/spf13/cobra"
+)
+
+// newRootCmd builds the imo command and its subcommands.
+func newRootCmd() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "imo",
+		Short: "Move container images into places the internet does not reach, carrying only what changed",
+		Long: `imo pulls the difference between two images (a base the far side already has,
+and a final one it needs) into a tar archive, checks at the far side that the
+registry holds everything the archive leaves out, and pushes it, so that the
+registry ends up with exactly the final image, digest for digest.
+
+  imo pull registry.example/app:v1 registry.example/app:v2 -o difference.tar
+  imo vet  difference.tar site-registry:5000/app:v2
+  imo push difference.tar site-registry:5000/app:v2
+
+Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the destination.`,
+		Version:       version(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	g.register(root.PersistentFlags())
+	root.AddCommand(
+		newPullCmd(g),
+		newVetCmd(g),
+		newPushCmd(g),
+		newInspectCmd(),
+		newManifestCmd(g),
+		newDemoCmd(),
+		newVersionCmd(),
+	)
+	return root
+}
+
+// newIncremental builds the library client for a command on side s.
+func newIncremental(cmd *cobra.Command, g *globalFlags, s side) (*imo.Incremental, error) {
+	opts, err := g.options(cmd, s)
+	if err != nil {
+		return nil, err
+	}
+	return imo.New(opts...), nil
+}
+
+// version is the module version imo was built from: a tag for
+// "go install ...@vX.Y.Z", "devel" for a build from a checkout.
+func version() string {
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return "devel"
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print imo's version",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "imo version %s\n", version())
+			return err
+		},
+	}
+}

@@ -1,0 +1,62 @@
+package imo
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// ManifestKind selects the manifest [Incremental.Manifest] returns.
+type ManifestKind int
+
+const (
+	// ManifestAsServed is what the registry serves for the reference: an
+	// index for a multi-platform image, an image manifest otherwise.
+	ManifestAsServed ManifestKind = iota
+	// ManifestList is the index (image list) of a multi-platform image; a
+	// single-platform image has none, which is an error.
+	ManifestList
+	// ManifestImage is an image manifest: of the first platform given
+	// to [WithPlatforms], or of this machine's platform by default, when
+	// the reference names an index.
+	ManifestImage
+)
+
+// Manifest fetches a manifest of ref from its registry, with the final
+// image's credentials and transport options, and returns its descriptor and
+// exact bytes.
+func (i *Incremental) Manifest(ctx context.Context, ref string, kind ManifestKind) (v1.Descriptor, []byte, error) {
+	if i.err != nil {
+		return v1.Descriptor{}, nil, i.err
+	}
+	defer i.pull.closeIdle()
+	r, err := i.parseRef(ref, i.opts.plainPull)
+	if err != nil {
+		return v1.Descriptor{}, nil, err
+	}
+	c, err := newRepoClient(ctx, r.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, []string{r.Context().Scope(transport.PullScope)})
+	if err != nil {
+		return v1.Descriptor{}, nil, err
+	}
+	d, err := c.get(ctx, r)
+	if err != nil {
+		return v1.Descriptor{}, nil, err
+	}
+	top := manifestNode{desc: v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, raw: d.Manifest}
+	switch {
+	case kind == ManifestList && !top.desc.MediaType.IsIndex():
+		return v1.Descriptor{}, nil, fmt.Errorf("%s is a single-platform image (%s): it has no image list manifest", ref, top.desc.MediaType)
+	case kind == ManifestImage && top.desc.MediaType.IsIndex():
+		p := v1.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH}
+		if len(i.opts.platforms) > 0 {
+			p = i.opts.platforms[0]
+		}
+		if top, err = selectPlatforms(ctx, c, r, top, []v1.Platform{p}); err != nil {
+			return v1.Descriptor{}, nil, err
+		}
+	}
+	return top.desc, top.raw, nil
+}
