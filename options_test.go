@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/internal/sandbox"
 )
 
 func TestInvalidOptions(t *testing.T) {
@@ -102,48 +102,11 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-// withBasicAuth refuses requests without the given credentials.
-func withBasicAuth(user, pass string) func(http.Handler) http.Handler {
-	return func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
-				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-				http.Error(w, "unauthorized", http.StatusUnauthorized)
-				return
-			}
-			h.ServeHTTP(w, r)
-		})
-	}
-}
-
-// withTokenAuth is a registry with its own token service: /token trades
-// user:pass for a bearer token that every /v2/ request must carry.
-func withTokenAuth(user, pass string) func(http.Handler) http.Handler {
-	return func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/token" {
-				if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
-					http.Error(w, "bad credentials", http.StatusUnauthorized)
-					return
-				}
-				fmt.Fprint(w, `{"token":"secret-token"}`)
-				return
-			}
-			if r.Header.Get("Authorization") != "Bearer secret-token" {
-				w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="test"`, r.Host))
-				http.Error(w, "unauthorized", http.StatusUnauthorized)
-				return
-			}
-			h.ServeHTTP(w, r)
-		})
-	}
-}
-
 func TestAuth(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		wrap func(string, string) func(http.Handler) http.Handler
-	}{{"basic", withBasicAuth}, {"token", withTokenAuth}} {
+	}{{"basic", sandbox.BasicAuth}, {"token", sandbox.TokenAuth}} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newTestRegistry(t, tc.wrap("alice", "s3cret"))
 			dst := newTestRegistry(t, tc.wrap("bob", "hunter2"))

@@ -24,7 +24,14 @@ registry ends up with exactly the final image, digest for digest.
   imo push difference.tar site-registry:5000/app:v2
 
 Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the destination.`,
-		Version:       version(),
+		Version: version(),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q", args[0])
+			}
+			return nil
+		},
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
