@@ -42,6 +42,7 @@ type options struct {
 	clientCert *tls.Certificate
 	transport  http.RoundTripper
 	namespace  string
+	mountFrom  []string
 
 	errs []error
 }
@@ -69,6 +70,11 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: WithTransport conflicts with the TLS options (WithCABundle, WithClientCertificate, WithInsecure*): configure TLS in the transport", ErrInvalidOption)
 	case o.keychain == nil:
 		return fmt.Errorf("%w: WithKeychain(nil)", ErrInvalidOption)
+	}
+	for _, r := range o.mountFrom {
+		if _, err := name.NewRepository("example.com/"+r, name.StrictValidation); err != nil || r == "" {
+			return fmt.Errorf("%w: WithMountFrom(%q): not a repository path", ErrInvalidOption, r)
+		}
 	}
 	if o.namespace != "" {
 		if _, err := name.NewRegistry(o.namespace, name.StrictValidation); err != nil {
@@ -234,4 +240,14 @@ func WithTransport(t http.RoundTripper) Option {
 // namespace is sent.
 func WithNamespace(upstream string) Option {
 	return func(o *options) { o.namespace = upstream }
+}
+
+// WithMountFrom lets PushVet and Push take blobs the archive leaves out from
+// other repositories of the destination registry (repository paths such
+// as "library/base"): vet counts a blob one of them holds as present, and
+// push mounts it into the destination repository (a cross-repository blob
+// mount) instead of failing. By default only the destination repository
+// itself counts.
+func WithMountFrom(repos ...string) Option {
+	return func(o *options) { o.mountFrom = append(o.mountFrom, repos...) }
 }

@@ -56,15 +56,15 @@ func (i *Incremental) PushArchive(ctx context.Context, archive, dst string) (nam
 	if d, ok := ref.(name.Digest); ok && d.DigestStr() != top.desc.Digest.String() {
 		return name.Digest{}, fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top.desc.Digest)
 	}
-	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, []string{ref.Context().Scope(transport.PushScope)})
+	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, i.destScopes(ref.Context(), transport.PushScope))
 	if err != nil {
 		return name.Digest{}, err
 	}
-	present, err := i.vet(ctx, c, a, g, true)
+	dest, err := i.vet(ctx, c, a, g, true)
 	if err != nil {
 		return name.Digest{}, err
 	}
-	if err := i.uploadBlobs(ctx, c, a, g, present); err != nil {
+	if err := i.uploadBlobs(ctx, c, a, g, dest); err != nil {
 		return name.Digest{}, err
 	}
 	for j := len(g.manifests) - 1; j >= 1; j-- {
@@ -121,19 +121,28 @@ func (c contextReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// uploadBlobs sends every blob the archive carries that the destination lacks.
-func (i *Incremental) uploadBlobs(ctx context.Context, c *repoClient, a *archiveFile, g *imageGraph, present map[v1.Hash]bool) error {
+// uploadBlobs sends every blob the archive carries that the destination
+// lacks, and mounts the mountable ones.
+func (i *Incremental) uploadBlobs(ctx context.Context, c *repoClient, a *archiveFile, g *imageGraph, dest *destination) error {
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(i.opts.jobs)
 	for _, b := range g.blobs {
 		ev := Event{Ref: c.repo.String(), Digest: b.desc.Digest, MediaType: b.desc.MediaType, Size: b.desc.Size}
-		if present[b.desc.Digest] {
+		if dest.present[b.desc.Digest] {
 			ev.Kind, ev.Reason = BlobSkipped, "destination has it"
 			i.opts.reporter.Report(ev)
 			continue
 		}
-		if !a.has(b.desc.Digest) {
-			continue // vet found it at the destination
+		if from, ok := dest.mountable[b.desc.Digest]; ok {
+			eg.Go(func() error {
+				if err := c.mount(ectx, b.desc.Digest, from); err != nil {
+					return err
+				}
+				ev.Kind, ev.Reason = BlobSkipped, "mounted from "+from.RepositoryStr()
+				i.opts.reporter.Report(ev)
+				return nil
+			})
+			continue
 		}
 		eg.Go(func() error {
 			ev.Kind = BlobStarted

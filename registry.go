@@ -66,14 +66,14 @@ func (c *repoClient) manifest(ctx context.Context, desc v1.Descriptor) ([]byte, 
 	return d.Manifest, nil
 }
 
-func (c *repoClient) blobURL(h v1.Hash) string {
-	return fmt.Sprintf("%s://%s/v2/%s/blobs/%s", c.scheme, c.repo.RegistryStr(), c.repo.RepositoryStr(), h)
+func (c *repoClient) blobURL(repo name.Repository, h v1.Hash) string {
+	return fmt.Sprintf("%s://%s/v2/%s/blobs/%s", c.scheme, repo.RegistryStr(), repo.RepositoryStr(), h)
 }
 
 // blob streams the blob desc names. Reading the result fails with a
 // [*DigestMismatchError] if the bytes do not match desc.
 func (c *repoClient) blob(ctx context.Context, desc v1.Descriptor, report func(int64)) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.blobURL(desc.Digest), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.blobURL(c.repo, desc.Digest), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -96,22 +96,55 @@ func (c *repoClient) blob(ctx context.Context, desc v1.Descriptor, report func(i
 	}{vr, resp.Body}, nil
 }
 
-// blobExists asks the repository whether it holds the blob h.
-func (c *repoClient) blobExists(ctx context.Context, h v1.Hash) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.blobURL(h), nil)
+// blobExists asks repo, a repository of the client's registry, whether
+// it holds the blob h.
+func (c *repoClient) blobExists(ctx context.Context, repo name.Repository, h v1.Hash) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.blobURL(repo, h), nil)
 	if err != nil {
 		return false, err
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("checking blob %s in %s: %w", h, c.repo, err)
+		return false, fmt.Errorf("checking blob %s in %s: %w", h, repo, err)
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK:
 		return true, nil
 	case http.StatusNotFound:
 		return false, nil
 	}
-	return false, fmt.Errorf("checking blob %s in %s: %w", h, c.repo, transport.CheckError(resp, http.StatusOK))
+	return false, fmt.Errorf("checking blob %s in %s: %w", h, repo, transport.CheckError(resp, http.StatusOK))
+}
+
+// mount links the blob h from the repository from into the client's
+// repository without sending its bytes (a cross-repository blob mount).
+func (c *repoClient) mount(ctx context.Context, h v1.Hash, from name.Repository) error {
+	u := fmt.Sprintf("%s://%s/v2/%s/blobs/uploads/?mount=%s&from=%s", c.scheme, c.repo.RegistryStr(), c.repo.RepositoryStr(), h, from.RepositoryStr())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("mounting blob %s from %s into %s: %w", h, from, c.repo, err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusCreated:
+		return nil
+	case http.StatusAccepted:
+		// The registry opened an upload instead of mounting; close it.
+		if loc := resp.Header.Get("Location"); loc != "" {
+			if u, err := resp.Request.URL.Parse(loc); err == nil {
+				if del, err := http.NewRequestWithContext(ctx, http.MethodDelete, u.String(), nil); err == nil {
+					if r, err := c.client.Do(del); err == nil {
+						r.Body.Close()
+					}
+				}
+			}
+		}
+		return fmt.Errorf("mounting blob %s from %s into %s: the registry does not support cross-repository mounts", h, from, c.repo)
+	}
+	return fmt.Errorf("mounting blob %s from %s into %s: %w", h, from, c.repo, transport.CheckError(resp, http.StatusCreated))
 }

@@ -35,7 +35,7 @@ func (i *Incremental) PushVet(ctx context.Context, archive, dst string) error {
 	if err != nil {
 		return fmt.Errorf("destination: %w", err)
 	}
-	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, []string{ref.Context().Scope(transport.PullScope)})
+	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, i.destScopes(ref.Context(), transport.PullScope))
 	if err != nil {
 		return err
 	}
@@ -43,48 +43,99 @@ func (i *Incremental) PushVet(ctx context.Context, archive, dst string) error {
 	return err
 }
 
+// destScopes are the token scopes for the destination repository with the
+// given action, and pull on every WithMountFrom repository.
+func (i *Incremental) destScopes(repo name.Repository, action string) []string {
+	scopes := []string{repo.Scope(action)}
+	for _, from := range i.mountFromRepos(repo) {
+		scopes = append(scopes, from.Scope(transport.PullScope))
+	}
+	return scopes
+}
+
+// mountFromRepos are the WithMountFrom repositories, in the destination's registry.
+func (i *Incremental) mountFromRepos(dst name.Repository) []name.Repository {
+	var out []name.Repository
+	for _, r := range i.opts.mountFrom {
+		out = append(out, dst.Registry.Repo(r))
+	}
+	return out
+}
+
 // PushVet is [Incremental.PushVet] with the default options.
 func PushVet(ctx context.Context, archive, dst string) error {
 	return New().PushVet(ctx, archive, dst)
 }
 
+// destination is what the destination holds of an archive's blobs.
+type destination struct {
+	// present are the blobs the destination repository holds.
+	present map[v1.Hash]bool
+	// mountable are blobs the archive leaves out that the destination
+	// repository lacks but a WithMountFrom repository holds.
+	mountable map[v1.Hash]name.Repository
+}
+
 // vet asks the destination about every blob the archive leaves out, and,
-// with all, about the blobs it carries too. It returns the blobs the
-// destination holds, or a [*MissingBlobsError] if any left-out blob is
-// missing.
-func (i *Incremental) vet(ctx context.Context, c *repoClient, a *archiveFile, g *imageGraph, all bool) (map[v1.Hash]bool, error) {
+// with all, about the blobs it carries too; left-out blobs the destination
+// repository lacks are then looked for in the WithMountFrom repositories.
+// It returns a [*MissingBlobsError] if any left-out blob is nowhere.
+func (i *Incremental) vet(ctx context.Context, c *repoClient, a *archiveFile, g *imageGraph, all bool) (*destination, error) {
+	d := &destination{present: map[v1.Hash]bool{}, mountable: map[v1.Hash]name.Repository{}}
 	var mu sync.Mutex
-	present := map[v1.Hash]bool{}
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(i.opts.jobs)
-	for _, b := range g.blobs {
-		if !all && a.has(b.desc.Digest) {
-			continue
+	ask := func(blobs []*blobUse, repo name.Repository, record func(v1.Hash)) error {
+		eg, ectx := errgroup.WithContext(ctx)
+		eg.SetLimit(i.opts.jobs)
+		for _, b := range blobs {
+			eg.Go(func() error {
+				ok, err := c.blobExists(ectx, repo, b.desc.Digest)
+				if err != nil || !ok {
+					return err
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				record(b.desc.Digest)
+				return nil
+			})
 		}
-		eg.Go(func() error {
-			ok, err := c.blobExists(ectx, b.desc.Digest)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			present[b.desc.Digest] = ok
-			return nil
-		})
+		return eg.Wait()
 	}
-	if err := eg.Wait(); err != nil {
+	var asked []*blobUse
+	for _, b := range g.blobs {
+		if all || !a.has(b.desc.Digest) {
+			asked = append(asked, b)
+		}
+	}
+	if err := ask(asked, c.repo, func(h v1.Hash) { d.present[h] = true }); err != nil {
 		return nil, err
 	}
-	missing := &MissingBlobsError{Repository: c.repo.String()}
-	for _, b := range g.blobs {
-		if !a.has(b.desc.Digest) && !present[b.desc.Digest] {
-			missing.Blobs = append(missing.Blobs, MissingBlob{Digest: b.desc.Digest, Size: b.desc.Size, MediaType: b.desc.MediaType, NeededBy: b.neededBy})
+	missing := func() []*blobUse {
+		var out []*blobUse
+		for _, b := range g.blobs {
+			if !a.has(b.desc.Digest) && !d.present[b.desc.Digest] && d.mountable[b.desc.Digest] == (name.Repository{}) {
+				out = append(out, b)
+			}
+		}
+		return out
+	}
+	for _, from := range i.mountFromRepos(c.repo) {
+		err := ask(missing(), from, func(h v1.Hash) {
+			if d.mountable[h] == (name.Repository{}) {
+				d.mountable[h] = from
+			}
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
-	if len(missing.Blobs) > 0 {
-		return nil, missing
+	if m := missing(); len(m) > 0 {
+		e := &MissingBlobsError{Repository: c.repo.String()}
+		for _, b := range m {
+			e.Blobs = append(e.Blobs, MissingBlob{Digest: b.desc.Digest, Size: b.desc.Size, MediaType: b.desc.MediaType, NeededBy: b.neededBy})
+		}
+		return nil, e
 	}
-	return present, nil
+	return d, nil
 }
 
 // parseRef parses an image reference, marking it for plain HTTP when asked.

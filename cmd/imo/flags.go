@@ -39,6 +39,7 @@ type globalFlags struct {
 	caCert    string
 	cert, key string
 	namespace string
+	mountFrom []string
 	jobs      int
 
 	progress string
@@ -65,6 +66,7 @@ func (g *globalFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&g.cert, "cert", "c", "", "PEM client certificate for mutual TLS (with --key)")
 	fs.StringVarP(&g.key, "key", "k", "", "PEM client key for mutual TLS (with --cert)")
 	fs.StringVarP(&g.namespace, "ns", "n", "", "pull through a mirror: send ns=NAMESPACE (the upstream registry) on every request")
+	fs.StringArrayVar(&g.mountFrom, "mount-from", nil, "vet and push: take blobs the archive leaves out from this repository of the destination registry (repeatable)")
 	fs.IntVarP(&g.jobs, "jobs", "j", 4, "blobs moved at once")
 
 	fs.StringVar(&g.progress, "progress", "auto", "auto (bars on a terminal, plain lines otherwise), bars, plain, json or none; on stderr")
@@ -133,6 +135,9 @@ func (g *globalFlags) options(cmd *cobra.Command, s side) ([]imo.Option, error) 
 	}
 	if g.namespace != "" {
 		opts = append(opts, imo.WithNamespace(g.namespace))
+	}
+	if len(g.mountFrom) > 0 {
+		opts = append(opts, imo.WithMountFrom(g.mountFrom...))
 	}
 	return opts, nil
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -79,7 +80,9 @@ func (f Format) Image(p v1.Platform, layers ...v1.Layer) (v1.Image, error) {
 }
 
 // ImageIndex builds an index of format f from images by platform
-// ("os/arch[/variant]"), in the platforms' sorted order.
+// ("os/arch[/variant]"), in the platforms' sorted order. Its descriptors
+// carry media type, size, digest and platform only, as docker buildx and
+// podman write them.
 func (f Format) ImageIndex(imgs map[string]v1.Image) (v1.ImageIndex, error) {
 	idx := mutate.IndexMediaType(empty.Index, f.Index)
 	for _, ps := range slices.Sorted(maps.Keys(imgs)) {
@@ -89,7 +92,43 @@ func (f Format) ImageIndex(imgs map[string]v1.Image) (v1.ImageIndex, error) {
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: imgs[ps], Descriptor: v1.Descriptor{Platform: p}})
 	}
-	return idx, nil
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	im = im.DeepCopy()
+	for i := range im.Manifests {
+		im.Manifests[i].ArtifactType = ""
+	}
+	raw, err := json.Marshal(im)
+	if err != nil {
+		return nil, err
+	}
+	return &plainIndex{children: idx, raw: raw}, nil
+}
+
+// plainIndex is an index whose manifest is raw, with the children of the
+// index it embeds.
+type plainIndex struct {
+	children v1.ImageIndex
+	raw      []byte
+}
+
+func (p *plainIndex) MediaType() (types.MediaType, error)         { return p.children.MediaType() }
+func (p *plainIndex) Image(h v1.Hash) (v1.Image, error)           { return p.children.Image(h) }
+func (p *plainIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) { return p.children.ImageIndex(h) }
+
+func (p *plainIndex) RawManifest() ([]byte, error) { return p.raw, nil }
+
+func (p *plainIndex) Digest() (v1.Hash, error) {
+	h, _, err := v1.SHA256(bytes.NewReader(p.raw))
+	return h, err
+}
+
+func (p *plainIndex) Size() (int64, error) { return int64(len(p.raw)), nil }
+
+func (p *plainIndex) IndexManifest() (*v1.IndexManifest, error) {
+	return v1.ParseIndexManifest(bytes.NewReader(p.raw))
 }
 
 // AppPair is a v1 and a v2 of an application that share their lower
