@@ -127,6 +127,7 @@ func (a *archiveFile) indexTar(r io.ReadSeeker) error {
 		return fmt.Errorf("reading archive %s: %w", a.name, err)
 	}
 	tr := tar.NewReader(r)
+	var last int64 // where the last entry's content ends, padded to a block
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -135,20 +136,24 @@ func (a *archiveFile) indexTar(r io.ReadSeeker) error {
 		if err != nil {
 			return a.invalid("not a readable tar: %v", err)
 		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue
+		}
 		name, err := entryName(hdr.Name)
 		if err != nil {
 			return a.invalid("%v", err)
 		}
+		off, err := r.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return fmt.Errorf("reading archive %s: %w", a.name, err)
+		}
+		last = off + (hdr.Size+511)/512*512
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			continue
 		case tar.TypeReg:
 		default:
 			return a.invalid("entry %q is not a regular file or directory (tar type %q)", hdr.Name, hdr.Typeflag)
-		}
-		off, err := r.Seek(0, io.SeekCurrent)
-		if err != nil {
-			return fmt.Errorf("reading archive %s: %w", a.name, err)
 		}
 		if hdr.Size > end-off {
 			return a.invalid("entry %q declares %d bytes but only %d remain: the archive is truncated", hdr.Name, hdr.Size, end-off)
@@ -157,6 +162,12 @@ func (a *archiveFile) indexTar(r io.ReadSeeker) error {
 			return a.invalid("entry %q appears twice", hdr.Name)
 		}
 		a.entries[name] = tarEntry{offset: off, size: hdr.Size}
+	}
+	// A tar ends with two zero blocks; without them it was cut off between
+	// two entries, which the tar reader does not notice.
+	trailer := make([]byte, 1024)
+	if n, _ := a.r.ReadAt(trailer, last); n < len(trailer) || !bytes.Equal(trailer, make([]byte, len(trailer))) {
+		return a.invalid("the archive does not end with a tar trailer: it is truncated")
 	}
 	return nil
 }
@@ -221,7 +232,10 @@ func (a *archiveFile) has(h v1.Hash) bool {
 }
 
 // manifest is the [manifestSource] of the archive.
-func (a *archiveFile) manifest(_ context.Context, d v1.Descriptor) ([]byte, error) {
+func (a *archiveFile) manifest(ctx context.Context, d v1.Descriptor) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if !a.has(d.Digest) {
 		return nil, a.invalid("manifest %s is not in the archive", d.Digest)
 	}
@@ -252,9 +266,19 @@ func (a *archiveFile) image(ctx context.Context) (*imageGraph, error) {
 		return nil, err
 	}
 	desc := v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size, Platform: d.Platform}
-	g, err := walkImage(ctx, manifestNode{desc: desc, raw: raw}, a.manifest, 1)
+	g, err := walkImage(ctx, manifestNode{desc: desc, raw: raw}, a.manifest, a.name, 1)
 	if err != nil {
-		return nil, fmt.Errorf("reading archive %s: %w", a.name, err)
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArchive, a.name, err)
+	}
+	if a.plan != nil {
+		for _, b := range a.plan.Blobs {
+			if b.Included && !a.has(b.Digest) {
+				return nil, a.invalid("%s says it carries %s, but it does not: the archive is truncated", PlanFile, b.Digest)
+			}
+		}
 	}
 	return g, nil
 }
@@ -275,8 +299,11 @@ func (a *archiveFile) describe(g *imageGraph) *Plan {
 		}
 	}
 	return newPlan(final, base, g, func(b *blobUse) string {
-		if a.has(b.desc.Digest) {
+		switch {
+		case a.has(b.desc.Digest):
 			return ""
+		case b.foreign():
+			return reasonForeign
 		}
 		if r := reasons[b.desc.Digest]; r != "" {
 			return r

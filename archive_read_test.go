@@ -30,6 +30,9 @@ func makeTar(t testing.TB, entries ...testEntry) []byte {
 		if h.Typeflag == 0 {
 			h.Typeflag = tar.TypeReg
 		}
+		if h.Typeflag == tar.TypeXGlobalHeader {
+			h = &tar.Header{Typeflag: h.Typeflag, Name: e.name, PAXRecords: map[string]string{"comment": "made by GNU tar"}}
+		}
 		if h.Typeflag == tar.TypeSymlink {
 			h.Linkname, h.Size = "/etc/passwd", 0
 		}
@@ -128,6 +131,10 @@ func TestReadArchive(t *testing.T) {
 		{"index.json lists nothing", makeTar(t, valid[0], testEntry{name: IndexFile, body: []byte(`{"schemaVersion":2,"manifests":[]}`)}), ErrInvalidArchive},
 		{"manifest missing", makeTar(t, valid[0], valid[1], valid[3]), ErrInvalidArchive},
 		{"manifest altered", makeTar(t, valid[0], valid[1], testEntry{name: valid[2].name, body: bytes.ToUpper(valid[2].body)}, valid[3]), ErrDigestMismatch},
+		{"cut off between entries", whole[:tarEnd(t, whole)-1024], ErrInvalidArchive},
+		{"pax global header", makeTar(t, append([]testEntry{{name: "pax_global_header", typeflag: tar.TypeXGlobalHeader}}, valid...)...), nil},
+		{"index listing one manifest many times", repeatedIndex(t, valid, 1, 5000), nil},
+		{"indexes nested too deep", repeatedIndex(t, valid, 12, 1), ErrInvalidManifest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,6 +144,47 @@ func TestReadArchive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tarEnd returns the length of a tar's content without any padding after
+// its trailer.
+func tarEnd(t testing.TB, b []byte) int {
+	t.Helper()
+	n := len(b)
+	for n > 0 && b[n-1] == 0 {
+		n--
+	}
+	return (n+511)/512*512 + 1024
+}
+
+// repeatedIndex builds an archive of depth nested indexes over the valid
+// image, each listing the one below width times.
+func repeatedIndex(t testing.TB, valid []testEntry, depth, width int) []byte {
+	t.Helper()
+	entries := append([]testEntry{valid[0]}, valid[2:]...)
+	var below v1.IndexManifest
+	if err := json.Unmarshal(valid[1].body, &below); err != nil {
+		t.Fatal(err)
+	}
+	child := below.Manifests[0]
+	for range depth {
+		idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
+		for range width {
+			idx.Manifests = append(idx.Manifests, child)
+		}
+		raw, err := json.Marshal(idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _, _ := v1.SHA256(bytes.NewReader(raw))
+		entries = append(entries, testEntry{name: "blobs/sha256/" + h.Hex, body: raw})
+		child = v1.Descriptor{MediaType: types.OCIImageIndex, Digest: h, Size: int64(len(raw))}
+	}
+	top, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, Manifests: []v1.Descriptor{child}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return makeTar(t, append(entries, testEntry{name: IndexFile, body: top})...)
 }
 
 // FuzzReadArchive feeds arbitrary bytes to the archive reader: it must

@@ -31,6 +31,11 @@ var (
 	// that is absent or does not parse.
 	ErrInvalidArchive = errors.New("invalid archive")
 
+	// ErrInvalidManifest means a manifest or index does not parse, or its
+	// tree is beyond imo's limits (more than 10,000 manifests, or indexes
+	// nested more than 8 deep).
+	ErrInvalidManifest = errors.New("invalid manifest")
+
 	// ErrUnsupportedMediaType means a manifest has a media type imo cannot
 	// carry, such as Docker schema 1.
 	ErrUnsupportedMediaType = errors.New("unsupported manifest media type")
@@ -79,7 +84,7 @@ func (e *MissingBlobsError) Unwrap() error { return ErrMissingBlobs }
 type DigestMismatchError struct {
 	// Source names where the content was read: a registry repository or an archive.
 	Source string
-	// Want is the digest and size the descriptor promised.
+	// Want is the digest the descriptor promised.
 	Want v1.Hash
 	// WantSize is the size the descriptor promised.
 	WantSize int64

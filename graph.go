@@ -27,46 +27,88 @@ type blobUse struct {
 	neededBy []string
 }
 
+// reasonForeign is why a non-distributable layer is left out.
+const reasonForeign = "non-distributable: fetched from its URLs by whoever runs the image"
+
+// foreign reports whether b is a non-distributable layer (a Windows base
+// layer, say), which registries do not hold and imo neither carries nor
+// expects at the destination.
+func (b *blobUse) foreign() bool { return !b.config && !b.desc.MediaType.IsDistributable() }
+
 // imageGraph is everything one image references: its manifests (the top
-// one first, children in index order) and its blobs, each once, in the order
-// the manifests first reference them.
+// one first, children in index order, each once) and its blobs, each once,
+// in the order the manifests first reference them.
 type imageGraph struct {
 	manifests []manifestNode
 	blobs     []*blobUse
 	byDigest  map[v1.Hash]*blobUse
+	seen      map[v1.Hash]bool
 }
+
+// Limits on a manifest tree, so that a hostile registry or archive cannot
+// make imo walk without end: real images have one index level and tens of
+// manifests.
+const (
+	maxManifests = 10_000
+	maxDepth     = 8
+)
 
 func (g *imageGraph) top() manifestNode { return g.manifests[0] }
 
+// walker reads manifest trees from one source.
+type walker struct {
+	src    manifestSource
+	source string // where the manifests come from, for errors
+	jobs   int
+}
+
 // walkImage reads the manifest tree under top, fetching children from src
 // with up to jobs requests at once. Every manifest is checked against its
-// descriptor.
-func walkImage(ctx context.Context, top manifestNode, src manifestSource, jobs int) (*imageGraph, error) {
-	g := &imageGraph{byDigest: map[v1.Hash]*blobUse{}}
-	if err := g.add(ctx, top, src, jobs); err != nil {
+// descriptor; source names where they come from.
+func walkImage(ctx context.Context, top manifestNode, src manifestSource, source string, jobs int) (*imageGraph, error) {
+	g := &imageGraph{byDigest: map[v1.Hash]*blobUse{}, seen: map[v1.Hash]bool{}}
+	w := walker{src: src, source: source, jobs: jobs}
+	if err := w.add(ctx, g, top, 0); err != nil {
 		return nil, err
 	}
 	return g, nil
 }
 
-func (g *imageGraph) add(ctx context.Context, n manifestNode, src manifestSource, jobs int) error {
-	if err := checkManifest(n); err != nil {
+func (w walker) add(ctx context.Context, g *imageGraph, n manifestNode, depth int) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
+	switch {
+	case depth > maxDepth:
+		return fmt.Errorf("%w: %s: indexes nest more than %d deep", ErrInvalidManifest, n.desc.Digest, maxDepth)
+	case len(g.manifests) >= maxManifests:
+		return fmt.Errorf("%w: the image has more than %d manifests", ErrInvalidManifest, maxManifests)
+	}
+	if err := checkManifest(n, w.source); err != nil {
+		return err
+	}
+	g.seen[n.desc.Digest] = true
 	n.desc.MediaType = manifestMediaType(n)
 	g.manifests = append(g.manifests, n)
 	switch {
 	case n.desc.MediaType.IsIndex():
 		idx, err := v1.ParseIndexManifest(bytes.NewReader(n.raw))
 		if err != nil {
-			return fmt.Errorf("%w: index %s does not parse: %w", ErrInvalidArchive, n.desc.Digest, err)
+			return fmt.Errorf("%w: index %s from %s does not parse: %w", ErrInvalidManifest, n.desc.Digest, w.source, err)
 		}
-		children := make([]manifestNode, len(idx.Manifests))
+		var todo []v1.Descriptor
+		for _, d := range idx.Manifests {
+			if !g.seen[d.Digest] {
+				g.seen[d.Digest] = true
+				todo = append(todo, d)
+			}
+		}
+		children := make([]manifestNode, len(todo))
 		eg, ectx := errgroup.WithContext(ctx)
-		eg.SetLimit(jobs)
-		for i, d := range idx.Manifests {
+		eg.SetLimit(w.jobs)
+		for i, d := range todo {
 			eg.Go(func() error {
-				raw, err := src(ectx, d)
+				raw, err := w.src(ectx, d)
 				children[i] = manifestNode{desc: d, raw: raw}
 				return err
 			})
@@ -75,14 +117,14 @@ func (g *imageGraph) add(ctx context.Context, n manifestNode, src manifestSource
 			return err
 		}
 		for _, c := range children {
-			if err := g.add(ctx, c, src, jobs); err != nil {
+			if err := w.add(ctx, g, c, depth+1); err != nil {
 				return err
 			}
 		}
 	case n.desc.MediaType.IsImage():
 		m, err := v1.ParseManifest(bytes.NewReader(n.raw))
 		if err != nil {
-			return fmt.Errorf("%w: manifest %s does not parse: %w", ErrInvalidArchive, n.desc.Digest, err)
+			return fmt.Errorf("%w: manifest %s from %s does not parse: %w", ErrInvalidManifest, n.desc.Digest, w.source, err)
 		}
 		user := n.desc.Digest.String()
 		if n.desc.Platform != nil {
@@ -93,9 +135,9 @@ func (g *imageGraph) add(ctx context.Context, n manifestNode, src manifestSource
 			g.use(l, false, user)
 		}
 	case n.desc.MediaType.IsSchema1():
-		return fmt.Errorf("%w: %s is Docker schema 1, which registries have deprecated; push it again as schema 2", ErrUnsupportedMediaType, n.desc.Digest)
+		return fmt.Errorf("%w: %s from %s is Docker schema 1, which registries have deprecated; push it again as schema 2", ErrUnsupportedMediaType, n.desc.Digest, w.source)
 	default:
-		return fmt.Errorf("%w: %s has media type %q", ErrUnsupportedMediaType, n.desc.Digest, n.desc.MediaType)
+		return fmt.Errorf("%w: %s from %s has media type %q", ErrUnsupportedMediaType, n.desc.Digest, w.source, n.desc.MediaType)
 	}
 	return nil
 }
@@ -111,17 +153,18 @@ func (g *imageGraph) use(d v1.Descriptor, config bool, user string) {
 	g.blobs = append(g.blobs, u)
 }
 
-// checkManifest verifies a manifest's bytes against its descriptor.
-func checkManifest(n manifestNode) error {
+// checkManifest verifies a manifest's bytes, read from source, against its
+// descriptor.
+func checkManifest(n manifestNode, source string) error {
 	if n.desc.Size != int64(len(n.raw)) {
-		return &DigestMismatchError{Source: "manifest", Want: n.desc.Digest, WantSize: n.desc.Size, GotSize: int64(len(n.raw))}
+		return &DigestMismatchError{Source: source, Want: n.desc.Digest, WantSize: n.desc.Size, GotSize: int64(len(n.raw))}
 	}
 	got, _, err := v1.SHA256(bytes.NewReader(n.raw))
 	if err != nil {
 		return err
 	}
 	if got != n.desc.Digest {
-		return &DigestMismatchError{Source: "manifest", Want: n.desc.Digest, WantSize: n.desc.Size, Got: got, GotSize: n.desc.Size}
+		return &DigestMismatchError{Source: source, Want: n.desc.Digest, WantSize: n.desc.Size, Got: got, GotSize: n.desc.Size}
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ func (i *Incremental) Manifest(ctx context.Context, ref string, kind ManifestKin
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
-	c, err := newRepoClient(ctx, r.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, []string{r.Context().Scope(transport.PullScope)})
+	c, err := newRepoClient(ctx, r.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, i.opts.retry, []string{r.Context().Scope(transport.PullScope)})
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}

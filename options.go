@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -43,6 +44,7 @@ type options struct {
 	transport  http.RoundTripper
 	namespace  string
 	mountFrom  []string
+	retry      retryPolicy
 
 	errs []error
 }
@@ -53,6 +55,7 @@ func defaultOptions() options {
 		keychain: authn.DefaultKeychain,
 		tempDir:  os.TempDir(),
 		jobs:     defaultJobs,
+		retry:    retryPolicy{retries: 4, initial: 250 * time.Millisecond},
 	}
 }
 
@@ -68,6 +71,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: WithAllArchitectures and WithPlatforms conflict", ErrInvalidOption)
 	case o.transport != nil && (o.caBundle != nil || o.clientCert != nil || o.insecurePull || o.insecurePush):
 		return fmt.Errorf("%w: WithTransport conflicts with the TLS options (WithCABundle, WithClientCertificate, WithInsecure*): configure TLS in the transport", ErrInvalidOption)
+	case o.retry.retries < 0 || o.retry.initial < 0:
+		return fmt.Errorf("%w: WithRetries(%d, %s): want no negative values", ErrInvalidOption, o.retry.retries, o.retry.initial)
 	case o.keychain == nil:
 		return fmt.Errorf("%w: WithKeychain(nil)", ErrInvalidOption)
 	}
@@ -198,8 +203,9 @@ func WithPlatforms(platforms ...v1.Platform) Option {
 	return func(o *options) { o.platforms = append(o.platforms, platforms...) }
 }
 
-// WithJobs sets how many blobs are fetched, checked or uploaded at once.
-// The default is 4.
+// WithJobs sets how many requests imo makes at once where order does not
+// matter: manifest fetches, blob existence checks and uploads. Pull writes
+// blobs into the archive one at a time, in order. The default is 4.
 func WithJobs(n int) Option {
 	return func(o *options) { o.jobs = n }
 }
@@ -250,4 +256,16 @@ func WithNamespace(upstream string) Option {
 // itself counts.
 func WithMountFrom(repos ...string) Option {
 	return func(o *options) { o.mountFrom = append(o.mountFrom, repos...) }
+}
+
+// WithRetries retries a transient failure (a reset or dropped connection, a
+// body cut short, a timeout, or the answers 408, 429, 500, 502, 503 and
+// 504) up to retries times, per request, per upload and per blob download,
+// waiting initial before the first retry and three times longer before
+// each next one, with 10% jitter. A download that fails part-way resumes
+// from the last byte received. Permanent failures (401, 403, 404, a digest
+// mismatch) are not retried. Zero retries turns retrying off. The default
+// is 4 retries starting at 250 ms (waits of 0.25, 0.75, 2.25 and 6.75 s).
+func WithRetries(retries int, initial time.Duration) Option {
+	return func(o *options) { o.retry = retryPolicy{retries: retries, initial: initial} }
 }

@@ -113,7 +113,7 @@ func (i *Incremental) resolve(ctx context.Context, base, final string) (*pullPla
 	var baseGraph *imageGraph
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
-		c, err := newRepoClient(ectx, finalRef.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, []string{finalRef.Context().Scope(transport.PullScope)})
+		c, err := newRepoClient(ectx, finalRef.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, i.opts.retry, []string{finalRef.Context().Scope(transport.PullScope)})
 		if err != nil {
 			return err
 		}
@@ -123,7 +123,7 @@ func (i *Incremental) resolve(ctx context.Context, base, final string) (*pullPla
 	})
 	if baseRef != nil {
 		eg.Go(func() error {
-			c, err := newRepoClient(ectx, baseRef.Context(), i.pull, i.opts.baseAuth, i.opts.keychain, []string{baseRef.Context().Scope(transport.PullScope)})
+			c, err := newRepoClient(ectx, baseRef.Context(), i.pull, i.opts.baseAuth, i.opts.keychain, i.opts.retry, []string{baseRef.Context().Scope(transport.PullScope)})
 			if err != nil {
 				return err
 			}
@@ -147,7 +147,10 @@ func (i *Incremental) resolve(ctx context.Context, base, final string) (*pullPla
 		}
 	}
 	pp.plan = newPlan(finalID, baseID, pp.graph, func(b *blobUse) string {
-		if !b.config && inBase[b.desc.Digest] {
+		switch {
+		case b.foreign():
+			return reasonForeign
+		case !b.config && inBase[b.desc.Digest]:
 			return "in base"
 		}
 		return ""
@@ -169,7 +172,7 @@ func (i *Incremental) resolveImage(ctx context.Context, c *repoClient, ref name.
 			return nil, err
 		}
 	}
-	g, err := walkImage(ctx, top, c.manifest, i.opts.jobs)
+	g, err := walkImage(ctx, top, c.manifest, c.repo.String(), i.opts.jobs)
 	if err != nil {
 		return nil, fmt.Errorf("reading manifests of %s: %w", ref, err)
 	}
@@ -236,12 +239,19 @@ func imagePlatform(ctx context.Context, c *repoClient, n manifestNode) (v1.Platf
 	if err != nil {
 		return v1.Platform{}, fmt.Errorf("parsing manifest %s: %w", n.desc.Digest, err)
 	}
+	if m.Config.Size > maxMetadataSize {
+		return v1.Platform{}, fmt.Errorf("%w: config %s of %s declares %d bytes, more than the %d allowed", ErrInvalidManifest, m.Config.Digest, c.repo, m.Config.Size, maxMetadataSize)
+	}
 	rc, err := c.blob(ctx, m.Config, nil)
 	if err != nil {
 		return v1.Platform{}, err
 	}
 	defer rc.Close()
-	cf, err := v1.ParseConfigFile(rc)
+	raw, err := io.ReadAll(rc) // to the end, where the digest is checked
+	if err != nil {
+		return v1.Platform{}, fmt.Errorf("reading config %s of %s: %w", m.Config.Digest, c.repo, err)
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(raw))
 	if err != nil {
 		return v1.Platform{}, fmt.Errorf("parsing config %s of %s: %w", m.Config.Digest, c.repo, err)
 	}

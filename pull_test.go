@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -251,6 +253,30 @@ func TestPullCorruptBlob(t *testing.T) {
 	var de *imo.DigestMismatchError
 	if !errors.Is(err, imo.ErrDigestMismatch) || !errors.As(err, &de) || de.Want != pair.Changed[0] {
 		t.Errorf("Pull() = %v, want a DigestMismatchError for %s", err, pair.Changed[0])
+	}
+}
+
+func TestPullCorruptManifest(t *testing.T) {
+	pair := newAppPair(t, oci, "linux/amd64", "linux/arm64")
+	src := newTestRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/manifests/sha256:") {
+				h.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			b := bytes.Replace(rec.Body.Bytes(), []byte(`"schemaVersion":2`), []byte(`"schemaVersion":3`), 1)
+			maps.Copy(w.Header(), rec.Header())
+			w.WriteHeader(rec.Code)
+			w.Write(b)
+		})
+	})
+	src.write(t, src.ref("app:v2"), pair.V2)
+	_, err := pull(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+	var de *imo.DigestMismatchError
+	if !errors.As(err, &de) || !strings.Contains(de.Source, src.Host) {
+		t.Errorf("Pull() of an index with an altered child = %v, want a *DigestMismatchError naming %s", err, src.Host)
 	}
 }
 

@@ -38,27 +38,16 @@ func (i *Incremental) PushArchive(ctx context.Context, archive, dst string) (nam
 		return name.Digest{}, i.err
 	}
 	defer i.push.closeIdle()
-	a, closer, err := openArchive(archive)
+	t, err := i.openTarget(ctx, archive, dst, transport.PushScope)
 	if err != nil {
 		return name.Digest{}, err
 	}
-	defer closer.Close()
-	g, err := a.image(ctx)
-	if err != nil {
-		return name.Digest{}, err
-	}
-	ref, err := i.parseRef(dst, i.opts.plainPush)
-	if err != nil {
-		return name.Digest{}, fmt.Errorf("destination: %w", err)
-	}
+	defer t.close()
+	a, g, ref, c := t.archive, t.graph, t.ref, t.client
 	top := g.top()
 	pushed := ref.Context().Digest(top.desc.Digest.String())
 	if d, ok := ref.(name.Digest); ok && d.DigestStr() != top.desc.Digest.String() {
 		return name.Digest{}, fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top.desc.Digest)
-	}
-	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, i.destScopes(ref.Context(), transport.PushScope))
-	if err != nil {
-		return name.Digest{}, err
 	}
 	dest, err := i.vet(ctx, c, a, g, true)
 	if err != nil {
@@ -130,6 +119,11 @@ func (i *Incremental) uploadBlobs(ctx context.Context, c *repoClient, a *archive
 		ev := Event{Ref: c.repo.String(), Digest: b.desc.Digest, MediaType: b.desc.MediaType, Size: b.desc.Size}
 		if dest.present[b.desc.Digest] {
 			ev.Kind, ev.Reason = BlobSkipped, "destination has it"
+			i.opts.reporter.Report(ev)
+			continue
+		}
+		if b.foreign() && !a.has(b.desc.Digest) {
+			ev.Kind, ev.Reason = BlobSkipped, reasonForeign
 			i.opts.reporter.Report(ev)
 			continue
 		}

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // repoClient talks to one repository through one authenticated transport,
@@ -20,11 +22,12 @@ type repoClient struct {
 	rt     http.RoundTripper
 	client *http.Client
 	scheme string
+	retry  retryPolicy
 }
 
 // newRepoClient logs in to repo's registry with auth (or, when auth is nil,
 // with what kc holds for it) for the given scopes.
-func newRepoClient(ctx context.Context, repo name.Repository, st *sideTransport, auth authn.Authenticator, kc authn.Keychain, scopes []string) (*repoClient, error) {
+func newRepoClient(ctx context.Context, repo name.Repository, st *sideTransport, auth authn.Authenticator, kc authn.Keychain, retry retryPolicy, scopes []string) (*repoClient, error) {
 	if auth == nil {
 		var err error
 		if auth, err = authn.Resolve(ctx, kc, repo); err != nil {
@@ -32,7 +35,7 @@ func newRepoClient(ctx context.Context, repo name.Repository, st *sideTransport,
 		}
 	}
 	host := repo.RegistryStr()
-	rt := transport.NewRetry(st.forHost(host))
+	rt := retry.wrap(st.forHost(host))
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, rt, scopes)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to registry %s: %w", host, err)
@@ -41,29 +44,65 @@ func newRepoClient(ctx context.Context, repo name.Repository, st *sideTransport,
 	if st.plainHTTP {
 		scheme = "http"
 	}
-	return &repoClient{repo: repo, rt: rt, client: &http.Client{Transport: rt}, scheme: scheme}, nil
+	return &repoClient{repo: repo, rt: rt, client: &http.Client{Transport: rt}, scheme: scheme, retry: retry}, nil
 }
 
 func (c *repoClient) options(ctx context.Context) []remote.Option {
-	return []remote.Option{remote.WithTransport(c.rt), remote.WithContext(ctx)}
+	return append(c.retry.remoteOptions(), remote.WithTransport(c.rt), remote.WithContext(ctx))
 }
 
-// get fetches the manifest ref names, keeping its exact bytes.
+// get fetches the manifest ref names, keeping its exact bytes. A
+// transient failure, the body cut short included, is retried.
 func (c *repoClient) get(ctx context.Context, ref name.Reference) (*remote.Descriptor, error) {
-	d, err := remote.Get(ref, c.options(ctx)...)
+	var d *remote.Descriptor
+	err := c.retry.do(ctx, func() error {
+		var err error
+		d, err = remote.Get(ref, c.options(ctx)...)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("fetching manifest %s: %w", ref, err)
 	}
 	return d, nil
 }
 
-// manifest fetches the manifest desc names from the repository.
+// manifestMediaTypes are the manifests imo asks registries for.
+var manifestMediaTypes = strings.Join([]string{
+	string(types.OCIImageIndex), string(types.OCIManifestSchema1),
+	string(types.DockerManifestList), string(types.DockerManifestSchema2),
+}, ",")
+
+// manifest fetches the manifest desc names from the repository, by digest,
+// and checks it against desc.
 func (c *repoClient) manifest(ctx context.Context, desc v1.Descriptor) ([]byte, error) {
-	d, err := c.get(ctx, c.repo.Digest(desc.Digest.String()))
+	if desc.Size > maxMetadataSize {
+		return nil, fmt.Errorf("%w: manifest %s in %s declares %d bytes, more than the %d allowed", ErrInvalidManifest, desc.Digest, c.repo, desc.Size, maxMetadataSize)
+	}
+	var raw []byte
+	err := c.retry.do(ctx, func() error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s://%s/v2/%s/manifests/%s", c.scheme, c.repo.RegistryStr(), c.repo.RepositoryStr(), desc.Digest), nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Accept", manifestMediaTypes)
+		resp, err := c.client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if err := transport.CheckError(resp, http.StatusOK); err != nil {
+			return err
+		}
+		raw, err = io.ReadAll(io.LimitReader(resp.Body, desc.Size+1))
+		return err
+	})
 	if err != nil {
+		return nil, fmt.Errorf("fetching manifest %s from %s: %w", desc.Digest, c.repo, err)
+	}
+	if err := checkManifest(manifestNode{desc: desc, raw: raw}, c.repo.String()); err != nil {
 		return nil, err
 	}
-	return d.Manifest, nil
+	return raw, nil
 }
 
 func (c *repoClient) blobURL(repo name.Repository, h v1.Hash) string {
@@ -71,29 +110,57 @@ func (c *repoClient) blobURL(repo name.Repository, h v1.Hash) string {
 }
 
 // blob streams the blob desc names. Reading the result fails with a
-// [*DigestMismatchError] if the bytes do not match desc.
+// [*DigestMismatchError] if the bytes do not match desc; a connection lost
+// part-way is resumed (see [resumingBody]).
 func (c *repoClient) blob(ctx context.Context, desc v1.Descriptor, report func(int64)) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.blobURL(c.repo, desc.Digest), nil)
+	body, err := c.openBlob(ctx, desc.Digest, 0, desc.Size)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.client.Do(req)
+	rb := &resumingBody{ctx: ctx, c: c, desc: desc, body: body}
+	vr, err := newVerifyingReader(rb, desc, c.repo.String(), report)
 	if err != nil {
-		return nil, fmt.Errorf("fetching blob %s from %s: %w", desc.Digest, c.repo, err)
-	}
-	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		resp.Body.Close()
-		return nil, fmt.Errorf("fetching blob %s from %s: %w", desc.Digest, c.repo, err)
-	}
-	vr, err := newVerifyingReader(resp.Body, desc, c.repo.String(), report)
-	if err != nil {
-		resp.Body.Close()
+		rb.Close()
 		return nil, err
 	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{vr, resp.Body}, nil
+	}{vr, rb}, nil
+}
+
+// openBlob starts fetching the blob h from byte off on.
+func (c *repoClient) openBlob(ctx context.Context, h v1.Hash, off, size int64) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.blobURL(c.repo, h), nil)
+	if err != nil {
+		return nil, err
+	}
+	if off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, size-1))
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetching blob %s from %s: %w", h, c.repo, err)
+	}
+	switch {
+	case off > 0 && resp.StatusCode == http.StatusPartialContent:
+		var start int64
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-", &start); err != nil || start != off {
+			resp.Body.Close()
+			return nil, fmt.Errorf("fetching blob %s from %s: asked for byte %d on, got range %q", h, c.repo, off, resp.Header.Get("Content-Range"))
+		}
+		return resp.Body, nil
+	case resp.StatusCode == http.StatusOK:
+		if off > 0 {
+			if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
+				resp.Body.Close()
+				return nil, fmt.Errorf("fetching blob %s from %s: skipping %d bytes already read: %w", h, c.repo, off, err)
+			}
+		}
+		return resp.Body, nil
+	}
+	defer resp.Body.Close()
+	return nil, fmt.Errorf("fetching blob %s from %s: %w", h, c.repo, transport.CheckError(resp, http.StatusOK))
 }
 
 // blobExists asks repo, a repository of the client's registry, whether

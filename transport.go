@@ -29,9 +29,7 @@ func newSideTransport(o *options, insecure, plainHTTP bool, namespace string) (*
 		if err != nil {
 			pool = x509.NewCertPool()
 		}
-		if !pool.AppendCertsFromPEM(o.caBundle) {
-			return nil, fmt.Errorf("%w: WithCABundle: no PEM certificate found", ErrInvalidOption)
-		}
+		pool.AppendCertsFromPEM(o.caBundle) // WithCABundle checked it holds a certificate
 		cfg.RootCAs = pool
 	}
 	if o.clientCert != nil {

@@ -3,6 +3,7 @@ package imo
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -22,44 +23,48 @@ func (i *Incremental) PushVet(ctx context.Context, archive, dst string) error {
 		return i.err
 	}
 	defer i.push.closeIdle()
-	a, closer, err := openArchive(archive)
+	t, err := i.openTarget(ctx, archive, dst, transport.PullScope)
 	if err != nil {
 		return err
 	}
-	defer closer.Close()
-	g, err := a.image(ctx)
-	if err != nil {
-		return err
-	}
-	ref, err := i.parseRef(dst, i.opts.plainPush)
-	if err != nil {
-		return fmt.Errorf("destination: %w", err)
-	}
-	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, i.destScopes(ref.Context(), transport.PullScope))
-	if err != nil {
-		return err
-	}
-	_, err = i.vet(ctx, c, a, g, false)
+	defer t.close()
+	_, err = i.vet(ctx, t.client, t.archive, t.graph, false)
 	return err
 }
 
-// destScopes are the token scopes for the destination repository with the
-// given action, and pull on every WithMountFrom repository.
-func (i *Incremental) destScopes(repo name.Repository, action string) []string {
-	scopes := []string{repo.Scope(action)}
-	for _, from := range i.mountFromRepos(repo) {
-		scopes = append(scopes, from.Scope(transport.PullScope))
-	}
-	return scopes
+// pushTarget is an archive's image and the repository it goes to.
+type pushTarget struct {
+	archive *archiveFile
+	file    io.Closer
+	graph   *imageGraph
+	ref     name.Reference
+	client  *repoClient
 }
 
-// mountFromRepos are the WithMountFrom repositories, in the destination's registry.
-func (i *Incremental) mountFromRepos(dst name.Repository) []name.Repository {
-	var out []name.Repository
-	for _, r := range i.opts.mountFrom {
-		out = append(out, dst.Registry.Repo(r))
+func (t *pushTarget) close() { t.file.Close() }
+
+// openTarget reads the archive and logs in to dst's repository for action
+// (pull to vet, push to push).
+func (i *Incremental) openTarget(ctx context.Context, archive, dst, action string) (*pushTarget, error) {
+	ref, err := i.parseRef(dst, i.opts.plainPush)
+	if err != nil {
+		return nil, fmt.Errorf("destination: %w", err)
 	}
-	return out
+	a, file, err := openArchive(archive)
+	if err != nil {
+		return nil, err
+	}
+	g, err := a.image(ctx)
+	if err != nil {
+		file.Close()
+		return nil, err
+	}
+	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, i.opts.retry, i.destScopes(ref.Context(), action))
+	if err != nil {
+		file.Close()
+		return nil, err
+	}
+	return &pushTarget{archive: a, file: file, graph: g, ref: ref, client: c}, nil
 }
 
 // PushVet is [Incremental.PushVet] with the default options.
@@ -102,7 +107,7 @@ func (i *Incremental) vet(ctx context.Context, c *repoClient, a *archiveFile, g 
 	}
 	var asked []*blobUse
 	for _, b := range g.blobs {
-		if all || !a.has(b.desc.Digest) {
+		if (all || !a.has(b.desc.Digest)) && !b.foreign() {
 			asked = append(asked, b)
 		}
 	}
@@ -112,7 +117,7 @@ func (i *Incremental) vet(ctx context.Context, c *repoClient, a *archiveFile, g 
 	missing := func() []*blobUse {
 		var out []*blobUse
 		for _, b := range g.blobs {
-			if !a.has(b.desc.Digest) && !d.present[b.desc.Digest] && d.mountable[b.desc.Digest] == (name.Repository{}) {
+			if !a.has(b.desc.Digest) && !b.foreign() && !d.present[b.desc.Digest] && d.mountable[b.desc.Digest] == (name.Repository{}) {
 				out = append(out, b)
 			}
 		}
@@ -149,4 +154,23 @@ func (i *Incremental) parseRef(s string, plainHTTP bool) (name.Reference, error)
 		return nil, fmt.Errorf("parsing reference %q: %w", s, err)
 	}
 	return ref, nil
+}
+
+// destScopes are the token scopes for the destination repository with the
+// given action, and pull on every WithMountFrom repository.
+func (i *Incremental) destScopes(repo name.Repository, action string) []string {
+	scopes := []string{repo.Scope(action)}
+	for _, from := range i.mountFromRepos(repo) {
+		scopes = append(scopes, from.Scope(transport.PullScope))
+	}
+	return scopes
+}
+
+// mountFromRepos are the WithMountFrom repositories, in the destination's registry.
+func (i *Incremental) mountFromRepos(dst name.Repository) []name.Repository {
+	var out []name.Repository
+	for _, r := range i.opts.mountFrom {
+		out = append(out, dst.Registry.Repo(r))
+	}
+	return out
 }

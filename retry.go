@@ -1,0 +1,158 @@
+package imo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// retryStatusCodes are the answers worth asking again: timeouts, rate
+// limits and server errors that pass.
+var retryStatusCodes = []int{
+	http.StatusRequestTimeout,
+	http.StatusTooManyRequests,
+	http.StatusInternalServerError,
+	http.StatusBadGateway,
+	http.StatusServiceUnavailable,
+	http.StatusGatewayTimeout,
+}
+
+// retryPolicy says how often and how patiently transient failures are
+// retried: attempts retries after the first try, waiting initial, then
+// three times longer each time, with 10% jitter.
+type retryPolicy struct {
+	retries int
+	initial time.Duration
+}
+
+func (p retryPolicy) backoff() transport.Backoff {
+	return transport.Backoff{Duration: p.initial, Factor: 3, Jitter: 0.1, Steps: p.retries + 1}
+}
+
+// wrap retries transient failures of single requests.
+func (p retryPolicy) wrap(rt http.RoundTripper) http.RoundTripper {
+	return transport.NewRetry(rt,
+		transport.WithRetryBackoff(p.backoff()),
+		transport.WithRetryPredicate(transient),
+		transport.WithRetryStatusCodes(retryStatusCodes...))
+}
+
+// remoteOptions make go-containerregistry retry whole uploads the same way.
+func (p retryPolicy) remoteOptions() []remote.Option {
+	return []remote.Option{
+		remote.WithRetryBackoff(p.backoff()),
+		remote.WithRetryPredicate(transient),
+		remote.WithRetryStatusCodes(retryStatusCodes...),
+	}
+}
+
+// do runs f, and again after a transient failure, up to the policy's
+// retries.
+func (p retryPolicy) do(ctx context.Context, f func() error) error {
+	for n := 0; ; n++ {
+		err := f()
+		if err == nil || n >= p.retries || !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		if werr := p.wait(ctx, n+1); werr != nil {
+			return werr
+		}
+	}
+}
+
+// wait sleeps before retry number n (from 1), or returns early with ctx's error.
+func (p retryPolicy) wait(ctx context.Context, n int) error {
+	d := p.initial
+	for range n - 1 {
+		d *= 3
+	}
+	d += time.Duration(rand.Int64N(int64(d)/10 + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// transient reports whether err is a network failure worth retrying:
+// a reset, refused or dropped connection, a body cut short, a timeout of
+// the network (not of the caller's context). Digest mismatches, auth
+// failures and missing content are permanent.
+func transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrDigestMismatch) {
+		return false
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return te.Temporary()
+	}
+	var ne net.Error
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// resumingBody reads a blob and, when the connection fails part-way,
+// fetches the rest: with a Range request where the registry supports it,
+// otherwise by fetching the blob again and skipping what was read.
+type resumingBody struct {
+	ctx     context.Context
+	c       *repoClient
+	desc    v1.Descriptor
+	body    io.ReadCloser
+	off     int64 // bytes delivered so far
+	retries int   // resumes used
+}
+
+func (r *resumingBody) Read(p []byte) (int, error) {
+	for {
+		n, err := r.body.Read(p)
+		r.off += int64(n)
+		if errors.Is(err, io.EOF) && r.off < r.desc.Size {
+			err = io.ErrUnexpectedEOF // cut short without the transport noticing
+		}
+		if n > 0 || err == nil || errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) || err == nil {
+				return n, err
+			}
+			return n, nil // deliver what arrived; the failure comes back on the next Read
+		}
+		if !transient(err) || r.ctx.Err() != nil || r.retries >= r.c.retry.retries {
+			return 0, err
+		}
+		r.retries++
+		if werr := r.c.retry.wait(r.ctx, r.retries); werr != nil {
+			return 0, werr
+		}
+		r.body.Close()
+		body, oerr := r.c.openBlob(r.ctx, r.desc.Digest, r.off, r.desc.Size)
+		if oerr != nil {
+			r.body = io.NopCloser(errReader{fmt.Errorf("resuming blob %s at byte %d: %w", r.desc.Digest, r.off, oerr)})
+			if !transient(oerr) {
+				return 0, oerr
+			}
+			continue
+		}
+		r.body = body
+	}
+}
+
+func (r *resumingBody) Close() error { return r.body.Close() }
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
