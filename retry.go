@@ -131,8 +131,11 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 			}
 			return n, nil // deliver what arrived; the failure comes back on the next Read
 		}
-		if !transient(err) || r.ctx.Err() != nil || r.retries >= r.c.retry.retries {
+		if r.ctx.Err() != nil {
 			return 0, err
+		}
+		if !transient(err) || r.retries >= r.c.retry.retries {
+			return 0, fmt.Errorf("fetching blob %s from %s, at byte %d of %d, after %d retries: %w", r.desc.Digest, r.c.repo, r.off, r.desc.Size, r.retries, err)
 		}
 		r.retries++
 		if werr := r.c.retry.wait(r.ctx, r.retries); werr != nil {

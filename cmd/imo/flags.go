@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
@@ -41,6 +42,8 @@ type globalFlags struct {
 	namespace string
 	mountFrom []string
 	jobs      int
+	retries   int
+	retryWait time.Duration
 
 	progress string
 	quiet    bool
@@ -67,7 +70,9 @@ func (g *globalFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&g.key, "key", "k", "", "PEM client key for mutual TLS (with --cert)")
 	fs.StringVarP(&g.namespace, "ns", "n", "", "pull through a mirror: send ns=NAMESPACE (the upstream registry) on every request")
 	fs.StringArrayVar(&g.mountFrom, "mount-from", nil, "vet and push: take blobs the archive leaves out from this repository of the destination registry (repeatable)")
-	fs.IntVarP(&g.jobs, "jobs", "j", 4, "blobs moved at once")
+	fs.IntVarP(&g.jobs, "jobs", "j", 4, "requests made at once where order does not matter")
+	fs.IntVar(&g.retries, "retries", 4, "retries of a transient failure, per request and per blob (0: none)")
+	fs.DurationVar(&g.retryWait, "retry-wait", 250*time.Millisecond, "wait before the first retry; each next one waits three times longer")
 
 	fs.StringVar(&g.progress, "progress", "auto", "auto (bars on a terminal, plain lines otherwise), bars, plain, json or none; on stderr")
 	fs.BoolVarP(&g.quiet, "quiet", "q", false, "no progress (same as --progress none)")
@@ -81,9 +86,12 @@ func (g *globalFlags) options(cmd *cobra.Command, s side) ([]imo.Option, error) 
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, imo.WithReporter(reporter), imo.WithJobs(g.jobs))
+	opts = append(opts, imo.WithReporter(reporter), imo.WithJobs(g.jobs), imo.WithRetries(g.retries, g.retryWait))
 	if g.jobs < 1 {
 		return nil, usagef("--jobs must be at least 1")
+	}
+	if g.retries < 0 || g.retryWait < 0 {
+		return nil, usagef("--retries and --retry-wait must not be negative")
 	}
 
 	platforms, all, err := g.platformList()

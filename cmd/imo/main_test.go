@@ -11,8 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/sandbox"
@@ -299,4 +302,48 @@ func TestTransportFlags(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFaultsThatNeverClear checks that a registry failing every request
+// makes pull fail within its retry budget, leaving no output file, and push
+// fail leaving no tag.
+func TestFaultsThatNeverClear(t *testing.T) {
+	src, _, _ := registries(t, nil, nil)
+	faults := sandbox.NewFaultInjector(7, 0, time.Millisecond)
+	broken, _, _ := registries(t, faults.Wrap, nil)
+	broken.ResetCounts()
+	faults.SetRate(1)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "difference.tar")
+	r := imoCmd(t, "", "pull", "--plain-http", "-q", "--retries", "2", "--retry-wait", "1ms", "scratch", broken.Ref("app:v2"), "-o", out)
+	if r.code != exitError || !strings.Contains(r.stderr, broken.Host) {
+		t.Errorf("imo pull from a broken registry: want exit 1 naming %s:\n%s", broken.Host, r)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a failed pull left %d files", len(entries))
+	}
+	archive := filepath.Join(dir, "good.tar")
+	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "scratch", src.Ref("app:v2"), "-o", archive); r.code != 0 {
+		t.Fatal(r)
+	}
+	r = imoCmd(t, "", "push", "--plain-http", "-q", "--retries", "2", "--retry-wait", "1ms", archive, broken.Ref("new:v2"))
+	if r.code != exitError {
+		t.Errorf("imo push into a broken registry: want exit 1:\n%s", r)
+	}
+	faults.SetRate(0)
+	if _, err := headDigest(broken.Ref("new:v2")); err == nil {
+		t.Error("a failed push left a tag")
+	}
+}
+
+func headDigest(ref string) (v1.Hash, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	d, err := remote.Head(r)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return d.Digest, nil
 }

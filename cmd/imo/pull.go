@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -57,8 +56,11 @@ func pullTo(cmd *cobra.Command, inc *imo.Incremental, args []string, w io.Writer
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(w, diff)
-	return errors.Join(err, diff.Close())
+	if _, err := io.Copy(w, diff); err != nil {
+		diff.Close()
+		return err
+	}
+	return diff.Close()
 }
 
 // pullToFile writes the archive to a temporary file beside path and
@@ -81,7 +83,11 @@ func pullToFile(cmd *cobra.Command, inc *imo.Incremental, args []string, path st
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	mode := os.FileMode(0o644) // an archive of images, not a secret; an existing file keeps its mode
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if err := tmp.Chmod(mode); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {
