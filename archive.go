@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"path"
 	"time"
 
@@ -130,40 +129,78 @@ func newPlan(final, base ImageRef, g *imageGraph, omitted func(*blobUse) string)
 // blobName is where a blob lives in an archive.
 func blobName(h v1.Hash) string { return path.Join(blobsDir, h.Algorithm, h.Hex) }
 
-// tarWriter writes deterministic entries: fixed times, owners and modes.
-type tarWriter struct {
-	tw *tar.Writer
+// segment is a piece of an archive: literal bytes, or the content of a
+// blob fetched when the archive is written.
+type segment struct {
+	off  int64
+	lit  []byte
+	blob *v1.Descriptor
+}
+
+// archiveLayout is a tar archive whose every byte is known but for blob
+// contents, whose sizes are: each entry's offset is fixed before anything
+// is fetched, so that blobs can be fetched in any order and written in
+// place. Entries are deterministic: fixed times, owners and modes.
+type archiveLayout struct {
+	segs []segment
+	size int64
 }
 
 var epoch = time.Unix(0, 0).UTC()
 
-func (w *tarWriter) dir(name string) error {
-	return w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: 0o755, ModTime: epoch})
+func (l *archiveLayout) literal(b []byte) {
+	if len(b) > 0 {
+		l.segs = append(l.segs, segment{off: l.size, lit: b})
+		l.size += int64(len(b))
+	}
 }
 
-// file writes an entry of size bytes copied from r; r must yield exactly size bytes.
-func (w *tarWriter) file(name string, size int64, r io.Reader) error {
-	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: epoch}); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
+func (l *archiveLayout) header(h *tar.Header) error {
+	var buf bytes.Buffer
+	if err := tar.NewWriter(&buf).WriteHeader(h); err != nil {
+		return fmt.Errorf("writing %s: %w", h.Name, err)
 	}
-	n, err := io.Copy(w.tw, r)
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if n != size {
-		return fmt.Errorf("writing %s: got %d bytes, want %d", name, n, size)
-	}
+	l.literal(buf.Bytes())
 	return nil
 }
 
-func (w *tarWriter) bytes(name string, b []byte) error {
-	return w.file(name, int64(len(b)), bytes.NewReader(b))
+// pad fills an entry of n bytes up to the tar block size.
+func (l *archiveLayout) pad(n int64) {
+	if r := n % 512; r != 0 {
+		l.literal(make([]byte, 512-r))
+	}
 }
 
-func (w *tarWriter) json(name string, v any) error {
+func (l *archiveLayout) dir(name string) error {
+	return l.header(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: 0o755, ModTime: epoch})
+}
+
+func (l *archiveLayout) file(name string, content []byte) error {
+	if err := l.header(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(content)), Mode: 0o644, ModTime: epoch}); err != nil {
+		return err
+	}
+	l.literal(content)
+	l.pad(int64(len(content)))
+	return nil
+}
+
+func (l *archiveLayout) json(name string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return w.bytes(name, append(b, '\n'))
+	return l.file(name, append(b, '\n'))
 }
+
+func (l *archiveLayout) blob(desc v1.Descriptor) error {
+	if err := l.header(&tar.Header{Typeflag: tar.TypeReg, Name: blobName(desc.Digest), Size: desc.Size, Mode: 0o644, ModTime: epoch}); err != nil {
+		return err
+	}
+	l.segs = append(l.segs, segment{off: l.size, blob: &desc})
+	l.size += desc.Size
+	l.pad(desc.Size)
+	return nil
+}
+
+// end writes the tar trailer: two zero blocks.
+func (l *archiveLayout) end() { l.literal(make([]byte, 1024)) }

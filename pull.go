@@ -1,17 +1,19 @@
 package imo
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -261,79 +263,112 @@ func imagePlatform(ctx context.Context, c *repoClient, n manifestNode) (v1.Platf
 	return v1.Platform{}, nil
 }
 
-// write streams the archive to w.
-func (pp *pullPlan) write(ctx context.Context, w io.Writer, r Reporter) error {
-	tw := &tarWriter{tw: tar.NewWriter(w)}
+// layout lays the archive out, and reports the blobs it leaves out.
+func (pp *pullPlan) layout(r Reporter) (*archiveLayout, error) {
+	l := &archiveLayout{}
 	top := pp.graph.top()
 	index := v1.IndexManifest{
 		SchemaVersion: 2,
-		MediaType:     "application/vnd.oci.image.index.v1+json",
+		MediaType:     types.OCIImageIndex,
 		Manifests: []v1.Descriptor{{
 			MediaType: top.desc.MediaType, Digest: top.desc.Digest, Size: top.desc.Size, Platform: top.desc.Platform,
 			Annotations: map[string]string{refNameAnnotation: pp.plan.Images[0].Final.Reference},
 		}},
 	}
-	if err := tw.bytes(LayoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
-		return err
+	if err := l.file(LayoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		return nil, err
 	}
-	if err := tw.json(PlanFile, pp.plan); err != nil {
-		return err
+	if err := l.json(PlanFile, pp.plan); err != nil {
+		return nil, err
 	}
-	if err := tw.json(IndexFile, index); err != nil {
-		return err
+	if err := l.json(IndexFile, index); err != nil {
+		return nil, err
 	}
 	if dm := pp.dockerManifest(); dm != nil {
-		if err := tw.json(DockerManifestFile, dm); err != nil {
-			return err
+		if err := l.json(DockerManifestFile, dm); err != nil {
+			return nil, err
 		}
 	}
-	if err := tw.dir(blobsDir); err != nil {
-		return err
+	if err := l.dir(blobsDir); err != nil {
+		return nil, err
 	}
-	if err := tw.dir(blobsDir + "/sha256"); err != nil {
-		return err
+	if err := l.dir(blobsDir + "/sha256"); err != nil {
+		return nil, err
 	}
 	written := map[v1.Hash]bool{}
 	for _, m := range pp.graph.manifests {
-		if written[m.desc.Digest] {
-			continue
-		}
-		written[m.desc.Digest] = true
-		if err := tw.bytes(blobName(m.desc.Digest), m.raw); err != nil {
-			return err
+		if !written[m.desc.Digest] {
+			written[m.desc.Digest] = true
+			if err := l.file(blobName(m.desc.Digest), m.raw); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// Configs before layers, so that a reader has all metadata before the
 	// first layer byte.
-	var order []PlanBlob
 	for _, config := range []bool{true, false} {
 		for _, b := range pp.plan.Blobs {
-			if b.Config == config {
-				order = append(order, b)
+			switch {
+			case b.Config != config || written[b.Digest]:
+			case !b.Included:
+				r.Report(Event{Kind: BlobSkipped, Ref: pp.final.String(), Digest: b.Digest, MediaType: b.MediaType, Size: b.Size, Reason: b.Reason})
+			default:
+				written[b.Digest] = true
+				if err := l.blob(v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}
-	for _, b := range order {
-		desc := v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
-		if !b.Included {
-			r.Report(Event{Kind: BlobSkipped, Ref: pp.final.String(), Digest: b.Digest, MediaType: b.MediaType, Size: b.Size, Reason: b.Reason})
+	l.end()
+	return l, nil
+}
+
+// write streams the archive to w, fetching one blob at a time in order.
+func (pp *pullPlan) write(ctx context.Context, w io.Writer, r Reporter) error {
+	l, err := pp.layout(r)
+	if err != nil {
+		return err
+	}
+	for _, s := range l.segs {
+		if s.blob == nil {
+			if _, err := w.Write(s.lit); err != nil {
+				return fmt.Errorf("writing archive: %w", err)
+			}
 			continue
 		}
-		if written[b.Digest] {
-			continue
-		}
-		written[b.Digest] = true
-		if err := pp.copyBlob(ctx, tw, desc, r); err != nil {
+		if err := pp.copyBlob(ctx, w, *s.blob, r); err != nil {
 			return err
 		}
-	}
-	if err := tw.tw.Close(); err != nil {
-		return fmt.Errorf("finishing archive: %w", err)
 	}
 	return nil
 }
 
-func (pp *pullPlan) copyBlob(ctx context.Context, tw *tarWriter, desc v1.Descriptor, r Reporter) error {
+// writeAt writes the archive into w, fetching up to jobs blobs at once,
+// each straight into its place: no blob is held in memory or spooled.
+func (pp *pullPlan) writeAt(ctx context.Context, w io.WriterAt, jobs int, r Reporter) error {
+	l, err := pp.layout(r)
+	if err != nil {
+		return err
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(jobs)
+	for _, s := range l.segs {
+		if s.blob == nil {
+			if _, err := w.WriteAt(s.lit, s.off); err != nil {
+				return fmt.Errorf("writing archive: %w", err)
+			}
+			continue
+		}
+		eg.Go(func() error {
+			return pp.copyBlob(ectx, io.NewOffsetWriter(w, s.off), *s.blob, r)
+		})
+	}
+	return eg.Wait()
+}
+
+// copyBlob copies one blob, verified, to w.
+func (pp *pullPlan) copyBlob(ctx context.Context, w io.Writer, desc v1.Descriptor, r Reporter) error {
 	ev := Event{Ref: pp.final.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
 	ev.Kind = BlobStarted
 	r.Report(ev)
@@ -346,8 +381,8 @@ func (pp *pullPlan) copyBlob(ctx context.Context, tw *tarWriter, desc v1.Descrip
 		return err
 	}
 	defer rc.Close()
-	if err := tw.file(blobName(desc.Digest), desc.Size, rc); err != nil {
-		return err
+	if _, err := io.Copy(w, rc); err != nil {
+		return fmt.Errorf("writing %s: %w", blobName(desc.Digest), err)
 	}
 	ev.Kind, ev.Complete = BlobDone, desc.Size
 	r.Report(ev)
@@ -380,4 +415,57 @@ func (pp *pullPlan) dockerManifest() []dockerLoadEntry {
 		e.Layers = append(e.Layers, blobName(l.Digest))
 	}
 	return []dockerLoadEntry{e}
+}
+
+// PullToFile resolves base and final as [Incremental.Pull] does and writes
+// the same archive, byte for byte, to the file at path. Because the file
+// can be written anywhere, it fetches up to [WithJobs] blobs at once, each
+// straight into its place: the bytes written equal the archive's size and
+// memory does not grow with the image.
+//
+// The file appears complete or not at all: imo writes a temporary file
+// beside it, syncs it and renames it over path; on any failure, ctx
+// cancelled included, it removes the temporary file and leaves path as it
+// was. A new file gets mode 0644; a replaced one keeps its mode.
+func (i *Incremental) PullToFile(ctx context.Context, base, final, path string) (*Plan, error) {
+	if i.err != nil {
+		return nil, i.err
+	}
+	defer i.pull.closeIdle()
+	pp, err := i.resolve(ctx, base, final)
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".imo-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", path, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := pp.writeAt(ctx, tmp, i.opts.jobs, i.opts.reporter); err != nil {
+		return nil, err
+	}
+	mode := os.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	done = true
+	return pp.plan, nil
 }

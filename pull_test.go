@@ -9,6 +9,8 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -357,4 +359,51 @@ func mustRef(t testing.TB, s string) name.Reference {
 		t.Fatal(err)
 	}
 	return ref
+}
+
+// TestPullToFile checks that the parallel file writer produces the same
+// bytes as the stream, for any number of jobs.
+func TestPullToFile(t *testing.T) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src, _ := setup(t, tc.format, tc.platforms...)
+			for _, base := range []string{imo.Scratch, src.ref("app:v1")} {
+				want, err := pull(t, imo.New(imo.WithPlainHTTP()), base, src.ref("app:v2"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, jobs := range []int{1, 3, 8} {
+					path := filepath.Join(t.TempDir(), "out.tar")
+					if _, err := imo.New(imo.WithPlainHTTP(), imo.WithJobs(jobs)).PullToFile(context.Background(), base, src.ref("app:v2"), path); err != nil {
+						t.Fatalf("PullToFile(jobs %d) = %v", jobs, err)
+					}
+					got, err := os.ReadFile(path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, want) {
+						t.Errorf("PullToFile(jobs %d) differs from Pull", jobs)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestPullToFileFailure(t *testing.T) {
+	src, pair := setup(t, docker, "linux/amd64")
+	src.Corrupt(pair.Changed[0])
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.tar")
+	if err := os.WriteFile(path, []byte("previous"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := imo.New(imo.WithPlainHTTP()).PullToFile(context.Background(), imo.Scratch, src.ref("app:v2"), path)
+	if !errors.Is(err, imo.ErrDigestMismatch) {
+		t.Errorf("PullToFile() = %v, want ErrDigestMismatch", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if b, _ := os.ReadFile(path); len(entries) != 1 || string(b) != "previous" {
+		t.Errorf("a failed PullToFile left %d files and changed the existing one", len(entries))
+	}
 }

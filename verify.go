@@ -35,11 +35,14 @@ func newVerifyingReader(r io.Reader, desc v1.Descriptor, source string, report f
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
 	n, err := v.r.Read(p)
+	if over := v.n + int64(n) - v.want.Size; over > 0 {
+		// Pass on no byte beyond the promised size: a writer placing this
+		// blob at an offset must not spill into its neighbour.
+		v.n += int64(n)
+		return n - int(over), v.mismatch(v1.Hash{})
+	}
 	v.h.Write(p[:n])
 	v.n += int64(n)
-	if v.n > v.want.Size {
-		return n, v.mismatch(v1.Hash{})
-	}
 	if n > 0 && v.report != nil {
 		v.report(v.n)
 	}

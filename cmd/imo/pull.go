@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/imokit/imo"
 	"github.com/spf13/cobra"
@@ -63,39 +62,11 @@ func pullTo(cmd *cobra.Command, inc *imo.Incremental, args []string, w io.Writer
 	return diff.Close()
 }
 
-// pullToFile writes the archive to a temporary file beside path and
-// renames it into place once complete; on any failure, Ctrl-C included,
-// it removes the temporary file and leaves path as it was.
-func pullToFile(cmd *cobra.Command, inc *imo.Incremental, args []string, path string) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".imo-*")
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := pullTo(cmd, inc, args, tmp); err != nil {
+// pullToFile writes the archive to path, complete or not at all.
+func pullToFile(cmd *cobra.Command, inc *imo.Incremental, args []string, path string) error {
+	if _, err := inc.PullToFile(cmd.Context(), args[0], args[1], path); err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	mode := os.FileMode(0o644) // an archive of images, not a secret; an existing file keeps its mode
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	fmt.Fprintln(cmd.OutOrStdout(), path)
-	return nil
+	_, err := fmt.Fprintln(cmd.OutOrStdout(), path)
+	return err
 }
