@@ -66,6 +66,9 @@ func StartDistribution(ctx context.Context, dir string, o DistributionOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("%s not found (apt-get install docker-registry): %w", DistributionBinary, err)
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	port, err := freePort()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+)
+
+// roots are where the benchmark takes real files from: libraries,
+// binaries, documentation and a toolchain, as images hold.
+var roots = []string{"/usr/lib", "/usr/bin", "/usr/share", "/usr/local/go", "/usr/libexec"}
+
+// file is a real file to put in a layer.
+type file struct {
+	path string
+	size int64
+}
+
+// collectFiles walks roots in a fixed order and returns regular files
+// adding up to about budget bytes.
+func collectFiles(budget int64) ([]file, error) {
+	var out []file
+	var total int64
+	for _, root := range roots {
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || total >= budget {
+				if total >= budget {
+					return filepath.SkipAll
+				}
+				return nil // unreadable: skip
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil || info.Size() == 0 || info.Size() > 64<<20 {
+				return nil
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				return nil
+			}
+			f.Close()
+			out = append(out, file{path, info.Size()})
+			total += info.Size()
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if total < budget/2 {
+		return nil, fmt.Errorf("found only %d bytes of files under %v, want about %d", total, roots, budget)
+	}
+	return out, nil
+}
+
+// split cuts files into consecutive groups holding the given fractions of
+// their bytes.
+func split(files []file, fractions ...float64) [][]file {
+	var total int64
+	for _, f := range files {
+		total += f.size
+	}
+	groups := make([][]file, len(fractions))
+	g, acc, limit := 0, int64(0), int64(fractions[0]*float64(total))
+	for _, f := range files {
+		if acc >= limit && g < len(fractions)-1 {
+			g++
+			limit += int64(fractions[g] * float64(total))
+		}
+		groups[g] = append(groups[g], f)
+		acc += f.size
+	}
+	return groups
+}
+
+// writeLayer writes files as a gzip-compressed tar (level 6, as Docker
+// and BuildKit compress) to path.
+func writeLayer(path string, files []file) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	zw, err := gzip.NewWriterLevel(out, gzip.DefaultCompression)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(zw)
+	sort.Slice(files, func(i, j int) bool { return files[i].path < files[j].path })
+	for _, f := range files {
+		in, err := os.Open(f.path)
+		if err != nil {
+			return err
+		}
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: f.path[1:], Size: f.size, Mode: 0o755, ModTime: time.Unix(1700000000, 0)}
+		if err := tw.WriteHeader(hdr); err != nil {
+			in.Close()
+			return err
+		}
+		if _, err := io.CopyN(tw, in, f.size); err != nil {
+			in.Close()
+			return fmt.Errorf("%s: %w", f.path, err)
+		}
+		in.Close()
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	return out.Close()
+}
+
+// buildLayers writes one layer per group into dir, two at a time, and
+// opens them as go-containerregistry layers of media type mt.
+func buildLayers(dir string, groups [][]file, mt types.MediaType) ([]v1.Layer, error) {
+	paths := make([]string, len(groups))
+	eg := errgroup.Group{}
+	eg.SetLimit(2)
+	for i, g := range groups {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("layer-%d.tar.gz", i))
+		eg.Go(func() error { return writeLayer(paths[i], g) })
+	}
+	if err := eg.Wait(); err != nil {
+		return nil, err
+	}
+	layers := make([]v1.Layer, len(paths))
+	for i, p := range paths {
+		l, err := tarball.LayerFromFile(p, tarball.WithMediaType(mt))
+		if err != nil {
+			return nil, err
+		}
+		layers[i] = l
+	}
+	return layers, nil
+}

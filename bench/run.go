@@ -1,0 +1,450 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/imokit/imo/internal/sandbox"
+)
+
+type options struct {
+	profile         string
+	runs            int
+	dir             string
+	out             string
+	skipConcurrency bool
+}
+
+// profile sizes: the real files an image pair is built from, and those
+// each of the six layers of the concurrency scenario is built from.
+var profiles = map[string]struct{ pair, six int64 }{
+	"quick":   {30 << 20, 8 << 20},
+	"default": {300 << 20, 110 << 20},
+	"large":   {2 << 30, 110 << 20},
+}
+
+// tool is one way of doing a scenario's job.
+type tool struct {
+	name string
+	// prepare, when set, readies the destination of run r (untimed).
+	prepare func(r int) error
+	// cmd returns the command for run r, writing into dir.
+	cmd func(r int, dir string) (*exec.Cmd, error)
+}
+
+type scenario struct {
+	name     string
+	baseline string // the tool the others are compared with
+	archive  int64  // the archive's size, for the written/archive ratio
+	tools    []tool
+}
+
+type bench struct {
+	o     options
+	work  string
+	imo   string
+	self  string
+	reg   *sandbox.Distribution
+	lines []string
+}
+
+func (b *bench) printf(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	fmt.Println(line)
+	b.lines = append(b.lines, line)
+}
+
+func run(ctx context.Context, o options) error {
+	size, ok := profiles[o.profile]
+	if !ok {
+		return fmt.Errorf("unknown profile %q: want quick, default or large", o.profile)
+	}
+	b := &bench{o: o, work: o.dir}
+	if b.work == "" {
+		dir, err := os.MkdirTemp("", "imo-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		b.work = dir
+	}
+	var err error
+	if b.self, err = os.Executable(); err != nil {
+		return err
+	}
+	b.imo = filepath.Join(b.work, "imo")
+	if out, err := exec.Command("go", "build", "-o", b.imo, "./cmd/imo").CombinedOutput(); err != nil {
+		return fmt.Errorf("building imo (run the benchmark from the repository root): %v\n%s", err, out)
+	}
+	if b.reg, err = sandbox.StartDistribution(ctx, filepath.Join(b.work, "registry"), sandbox.DistributionOptions{}); err != nil {
+		return err
+	}
+	defer b.reg.Stop()
+
+	fmt.Fprintf(os.Stderr, "building images from about %s MiB of real files...\n", mib(size.pair))
+	files, err := collectFiles(size.pair)
+	if err != nil {
+		return err
+	}
+	layerDir := filepath.Join(b.work, "layers")
+	if err := os.MkdirAll(layerDir, 0o755); err != nil {
+		return err
+	}
+	// os 40%, runtime 30%, app v1 15%, app v2 15%: v2 shares os and runtime.
+	layers, err := buildLayers(layerDir, split(files, 0.4, 0.3, 0.15, 0.15), types.DockerLayer)
+	if err != nil {
+		return err
+	}
+	amd64 := v1.Platform{OS: "linux", Architecture: "amd64"}
+	v1img, err := sandbox.Docker.Image(amd64, layers[0], layers[1], layers[2])
+	if err != nil {
+		return err
+	}
+	v2img, err := sandbox.Docker.Image(amd64, layers[0], layers[1], layers[3])
+	if err != nil {
+		return err
+	}
+	for tag, img := range map[string]v1.Image{"app:v1": v1img, "app:v2": v2img} {
+		if err := remote.Write(ref(b.reg.Host+"/"+tag), img); err != nil {
+			return err
+		}
+	}
+	if err := b.pushIndex(layers); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(os.Stderr, "measuring...")
+	b.header(size.pair)
+	scenarios, err := b.scenarios()
+	if err != nil {
+		return err
+	}
+	for _, s := range scenarios {
+		if err := b.measure(s); err != nil {
+			return err
+		}
+	}
+	if !o.skipConcurrency {
+		if err := b.concurrency(ctx, size.six); err != nil {
+			return err
+		}
+	}
+	if o.out != "" {
+		return os.WriteFile(o.out, []byte(strings.Join(b.lines, "\n")+"\n"), 0o644)
+	}
+	return nil
+}
+
+// pushIndex pushes idx:v1 and idx:v2, OCI indexes of two platforms over the
+// same layers as app:v1 and app:v2.
+func (b *bench) pushIndex(docker []v1.Layer) error {
+	for tag, ls := range map[string][]v1.Layer{"v1": {docker[0], docker[1], docker[2]}, "v2": {docker[0], docker[1], docker[3]}} {
+		imgs := map[string]v1.Image{}
+		for _, p := range []string{"linux/amd64", "linux/arm64"} {
+			pl, _ := v1.ParsePlatform(p)
+			img, err := sandbox.OCI.Image(*pl, ociLayers(ls)...)
+			if err != nil {
+				return err
+			}
+			imgs[p] = img
+		}
+		idx, err := sandbox.OCI.ImageIndex(imgs)
+		if err != nil {
+			return err
+		}
+		if err := remote.WriteIndex(ref(b.reg.Host+"/idx:"+tag), idx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ociLayers gives the same compressed bytes under the OCI media type.
+func ociLayers(ls []v1.Layer) []v1.Layer {
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = mediaTyped{l, types.OCILayer}
+	}
+	return out
+}
+
+type mediaTyped struct {
+	v1.Layer
+	mt types.MediaType
+}
+
+func (m mediaTyped) MediaType() (types.MediaType, error) { return m.mt, nil }
+
+func (b *bench) header(budget int64) {
+	goVersion, _ := exec.Command("go", "version").Output()
+	skopeoVersion, _ := exec.Command("skopeo", "--version").Output()
+	regVersion, _ := exec.Command(sandbox.DistributionBinary, "--version").Output()
+	b.printf("Profile %q (images built from %s MiB of real files), %d runs per tool, medians.", b.o.profile, mib(budget), b.o.runs)
+	b.printf("Machine: %s/%s, %d cores; %s; %s; %s.", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(),
+		strings.TrimSpace(string(goVersion)), strings.TrimSpace(string(regVersion)), strings.TrimSpace(string(skopeoVersion)))
+	b.printf("")
+	b.printf("| scenario | tool | time (s) | × baseline | peak RSS (MiB) | written (MiB) | written ÷ archive |")
+	b.printf("|---|---|---|---|---|---|---|")
+}
+
+// blobsOf lists the blobs an archive plan carries (configs and layers).
+func (b *bench) blobsOf(base, final string) ([]string, error) {
+	out, err := exec.Command(b.imo, "pull", "--plain-http", "-q", "--dry-run", base, b.reg.Host+"/"+final).Output()
+	if err != nil {
+		return nil, fmt.Errorf("imo pull --dry-run: %w", err)
+	}
+	var ds []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && strings.HasPrefix(f[0], "sha256:") && f[3] == "yes" {
+			ds = append(ds, f[0])
+		}
+	}
+	return ds, nil
+}
+
+func (b *bench) scenarios() ([]scenario, error) {
+	host := b.reg.Host
+	pullTools := func(base, final string, blobs []string, skopeo bool) []tool {
+		ts := []tool{
+			{name: "raw floor (plain GETs, 4 at once)", cmd: func(_ int, dir string) (*exec.Cmd, error) {
+				return exec.Command(b.self, append([]string{"-role", "floor", "http://" + host, strings.Split(final, ":")[0], dir, "4"}, blobs...)...), nil
+			}},
+			{name: "imo pull -o FILE", cmd: func(_ int, dir string) (*exec.Cmd, error) {
+				return exec.Command(b.imo, "pull", "--plain-http", "-q", base, host+"/"+final, "-o", filepath.Join(dir, "a.tar")), nil
+			}},
+			{name: "imo pull -o - > FILE", cmd: func(_ int, dir string) (*exec.Cmd, error) {
+				f, err := os.Create(filepath.Join(dir, "a.tar"))
+				if err != nil {
+					return nil, err
+				}
+				c := exec.Command(b.imo, "pull", "--plain-http", "-q", base, host+"/"+final, "-o", "-")
+				c.Stdout = f
+				return c, nil
+			}},
+		}
+		if skopeo {
+			ts = append(ts, tool{name: "skopeo copy → oci-archive", cmd: func(_ int, dir string) (*exec.Cmd, error) {
+				c := exec.Command("skopeo", "copy", "-q", "--src-tls-verify=false", "docker://"+host+"/"+final, "oci-archive:"+filepath.Join(dir, "a.tar"))
+				c.Env = append(os.Environ(), "TMPDIR="+dir)
+				return c, nil
+			}})
+		}
+		return ts
+	}
+	var out []scenario
+	for _, p := range []struct {
+		name, base, final string
+		skopeo            bool
+	}{
+		{"pull delta, Docker", host + "/app:v1", "app:v2", false},
+		{"pull whole, Docker", "scratch", "app:v2", true},
+		{"pull delta, OCI index (2 platforms)", host + "/idx:v1", "idx:v2", false},
+	} {
+		blobs, err := b.blobsOf(p.base, p.final)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, scenario{name: p.name, baseline: "raw floor (plain GETs, 4 at once)", tools: pullTools(p.base, p.final, blobs, p.skopeo)})
+	}
+
+	// Push: imo's archives against what crane push does from a layout.
+	archives := filepath.Join(b.work, "archives")
+	if err := os.MkdirAll(archives, 0o755); err != nil {
+		return nil, err
+	}
+	delta, whole := filepath.Join(archives, "delta.tar"), filepath.Join(archives, "whole.tar")
+	for _, a := range [][]string{{host + "/app:v1", delta}, {"scratch", whole}} {
+		if out, err := exec.Command(b.imo, "pull", "--plain-http", "-q", a[0], host+"/app:v2", "-o", a[1]).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("imo pull: %v\n%s", err, out)
+		}
+	}
+	out[0].archive, out[1].archive = fileSize(delta), fileSize(whole)
+	layoutDir := filepath.Join(b.work, "layout")
+	lp, err := layout.Write(layoutDir, empty.Index)
+	if err != nil {
+		return nil, err
+	}
+	img, err := remote.Image(ref(host + "/app:v2"))
+	if err != nil {
+		return nil, err
+	}
+	if err := lp.AppendImage(img); err != nil {
+		return nil, err
+	}
+	base, err := remote.Image(ref(host + "/app:v1"))
+	if err != nil {
+		return nil, err
+	}
+	seed := func(repo string) error { return remote.Write(ref(host+"/"+repo+":v1"), base) }
+	pushTools := func(kind, archive string, withBase bool) []tool {
+		repo := func(t string, r int) string { return fmt.Sprintf("push-%s-%s-%d", kind, t, r) }
+		prep := func(t string) func(int) error {
+			return func(r int) error {
+				if withBase {
+					return seed(repo(t, r))
+				}
+				return nil
+			}
+		}
+		return []tool{
+			{name: "go-containerregistry push from a layout (crane push)", prepare: prep("ggcr"), cmd: func(r int, _ string) (*exec.Cmd, error) {
+				return exec.Command(b.self, "-role", "ggcr-push", layoutDir, host+"/"+repo("ggcr", r)+":v2"), nil
+			}},
+			{name: "imo push", prepare: prep("imo"), cmd: func(r int, _ string) (*exec.Cmd, error) {
+				return exec.Command(b.imo, "push", "--plain-http", "-q", archive, host+"/"+repo("imo", r)+":v2"), nil
+			}},
+		}
+	}
+	out = append(out,
+		scenario{name: "push delta into a registry holding v1", baseline: "go-containerregistry push from a layout (crane push)", archive: fileSize(delta), tools: pushTools("delta", delta, true)},
+		scenario{name: "push whole into an empty repository", baseline: "go-containerregistry push from a layout (crane push)", archive: fileSize(whole), tools: pushTools("whole", whole, false)},
+	)
+	return out, nil
+}
+
+// measure runs every tool of s in alternation, o.runs times, and prints a row per tool.
+func (b *bench) measure(s scenario) error {
+	samples := map[string][]sample{}
+	for r := range b.o.runs {
+		for _, t := range s.tools {
+			if t.prepare != nil {
+				if err := t.prepare(r); err != nil {
+					return err
+				}
+			}
+			dir, err := os.MkdirTemp(b.work, "run-")
+			if err != nil {
+				return err
+			}
+			cmd, err := t.cmd(r, dir)
+			if err != nil {
+				return err
+			}
+			sm, err := measure(cmd)
+			if f, ok := cmd.Stdout.(*os.File); ok {
+				f.Close()
+			}
+			if s.archive == 0 {
+				if sz := fileSize(filepath.Join(dir, "a.tar")); sz > 0 && strings.HasPrefix(t.name, "imo pull -o FILE") {
+					s.archive = sz
+				}
+			}
+			os.RemoveAll(dir)
+			if err != nil {
+				return err
+			}
+			samples[t.name] = append(samples[t.name], sm)
+		}
+	}
+	base := median(samples[s.baseline])
+	for _, t := range s.tools {
+		m := median(samples[t.name])
+		ratio := "—"
+		if s.archive > 0 {
+			ratio = fmt.Sprintf("%.2f", float64(m.written)/float64(s.archive))
+		}
+		b.printf("| %s | %s | %.2f | %.2f | %s | %s | %s |", s.name, t.name, m.elapsed.Seconds(), m.elapsed.Seconds()/base.elapsed.Seconds(), mib(m.maxRSS), mib(m.written), ratio)
+	}
+	return nil
+}
+
+// concurrency pulls six layers through a slowed proxy with one and four
+// jobs, and checks that the archives are identical.
+func (b *bench) concurrency(ctx context.Context, perLayer int64) error {
+	fmt.Fprintln(os.Stderr, "building six layers for the concurrency scenario...")
+	files, err := collectFiles(6 * perLayer)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(b.work, "six")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	layers, err := buildLayers(dir, split(files, 1.0/6, 1.0/6, 1.0/6, 1.0/6, 1.0/6, 1.0/6), types.DockerLayer)
+	if err != nil {
+		return err
+	}
+	img, err := sandbox.Docker.Image(v1.Platform{OS: "linux", Architecture: "amd64"}, layers...)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(ref(b.reg.Host+"/six:v1"), img); err != nil {
+		return err
+	}
+	const latency, bandwidth = 50 * time.Millisecond, 20 << 20
+	proxy := slowProxy("http://"+b.reg.Host, latency, bandwidth)
+	defer proxy.Close()
+	host := strings.TrimPrefix(proxy.URL, "http://")
+	times := map[int][]sample{}
+	sums := map[int]string{}
+	for range b.o.runs {
+		for _, jobs := range []int{1, 4} {
+			out := filepath.Join(dir, fmt.Sprintf("jobs-%d.tar", jobs))
+			s, err := measure(exec.CommandContext(ctx, b.imo, "pull", "--plain-http", "-q", "--jobs", fmt.Sprint(jobs), "scratch", host+"/six:v1", "-o", out))
+			if err != nil {
+				return err
+			}
+			times[jobs] = append(times[jobs], s)
+			sum, err := sha256File(out)
+			if err != nil {
+				return err
+			}
+			sums[jobs] = sum
+			os.Remove(out)
+		}
+	}
+	var total int64
+	for _, l := range layers {
+		sz, _ := l.Size()
+		total += sz
+	}
+	one, four := median(times[1]), median(times[4])
+	b.printf("")
+	b.printf("Concurrency: six layers (%s MiB in all) through a proxy adding %s per request and capping each connection at %s MiB/s.", mib(total), latency, mib(bandwidth))
+	b.printf("")
+	b.printf("| jobs | time (s) | speed-up | peak RSS (MiB) | archive sha256 |")
+	b.printf("|---|---|---|---|---|")
+	b.printf("| 1 | %.2f | 1.00 | %s | %s |", one.elapsed.Seconds(), mib(one.maxRSS), sums[1][:16])
+	b.printf("| 4 | %.2f | %.2f | %s | %s |", four.elapsed.Seconds(), one.elapsed.Seconds()/four.elapsed.Seconds(), mib(four.maxRSS), sums[4][:16])
+	if sums[1] != sums[4] {
+		return fmt.Errorf("the archives pulled with 1 and 4 jobs differ")
+	}
+	return nil
+}
+
+func sha256File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
+
+// ref parses a reference the benchmark made itself.
+func ref(s string) name.Reference {
+	r, err := name.ParseReference(s)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
