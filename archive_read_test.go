@@ -7,7 +7,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/imokit/imo/internal/sandbox"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -136,13 +141,45 @@ func TestReadArchive(t *testing.T) {
 		{"index listing one manifest many times", repeatedIndex(t, valid, 1, 5000), nil},
 		{"indexes nested too deep", repeatedIndex(t, valid, 12, 1), ErrInvalidManifest},
 	}
+	dst := sandbox.NewRegistry(nil, nil)
+	defer dst.Close()
+	inc := New(WithPlainHTTP())
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := readAndWalk(tc.archive)
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr != nil && err == nil) {
 				t.Errorf("reading = %v, want %v", err, tc.wantErr)
 			}
+			if tc.wantErr == nil {
+				return
+			}
+			// Pushing it fails the same way and writes nothing.
+			path := filepath.Join(t.TempDir(), "bad.tar")
+			if err := os.WriteFile(path, tc.archive, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dst.ResetCounts()
+			if err := inc.Push(context.Background(), path, dst.Ref("app:v1")); !errors.Is(err, tc.wantErr) {
+				t.Errorf("Push() = %v, want %v", err, tc.wantErr)
+			}
+			for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodPatch} {
+				if n := dst.Count(method, ""); n != 0 {
+					t.Errorf("Push() of a bad archive sent %d %s requests", n, method)
+				}
+			}
 		})
+	}
+}
+
+// TestTruncatedAnywhere cuts a valid archive at many points: every cut
+// must be refused.
+func TestTruncatedAnywhere(t *testing.T) {
+	whole := makeTar(t, validEntries(t)...)
+	end := tarEnd(t, whole)
+	for cut := 0; cut < end; cut += 97 {
+		if err := readAndWalk(whole[:cut]); !errors.Is(err, ErrInvalidArchive) {
+			t.Errorf("reading the archive cut at byte %d of %d = %v, want ErrInvalidArchive", cut, end, err)
+		}
 	}
 }
 

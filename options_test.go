@@ -156,3 +156,41 @@ func TestNamespace(t *testing.T) {
 		t.Error("no request carried ns=quay.io")
 	}
 }
+
+// TestNoCredentialsOnRedirect checks that a registry redirecting blob
+// downloads to another host (as registries backed by object storage do)
+// does not get the credentials forwarded there.
+func TestNoCredentialsOnRedirect(t *testing.T) {
+	var leaked atomic.Int32
+	var storageHandler http.Handler
+	storage := newTestRegistry(t, func(http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "" {
+				leaked.Add(1)
+			}
+			storageHandler.ServeHTTP(w, r)
+		})
+	})
+	src := newTestRegistry(t, func(h http.Handler) http.Handler {
+		storageHandler = h
+		auth := sandbox.BasicAuth("alice", "s3cret")(h)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") && r.Header.Get("Authorization") != "" {
+				http.Redirect(w, r, storage.URL+r.URL.Path, http.StatusTemporaryRedirect)
+				return
+			}
+			auth.ServeHTTP(w, r)
+		})
+	})
+	pushImage(t, src.ref("app:v2"), remote.WithAuth(&authn.Basic{Username: "alice", Password: "s3cret"}))
+	storage.resetCounts()
+	if _, err := pull(t, imo.New(imo.WithPlainHTTP(), imo.WithFinalAuth("alice", "s3cret")), imo.Scratch, src.ref("app:v2")); err != nil {
+		t.Fatalf("Pull() = %v", err)
+	}
+	if storage.count(http.MethodGet, "/blobs/") == 0 {
+		t.Fatal("no blob download was redirected")
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Errorf("%d redirected requests carried the credentials", n)
+	}
+}

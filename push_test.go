@@ -5,15 +5,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imokit/imo"
+	"go.uber.org/goleak"
 )
 
 // manifests returns the raw bytes of every manifest under ref, the top one
@@ -206,5 +210,73 @@ func flipByte(t *testing.T, path, name string) {
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCancelStopsEverything cancels PullToFile and Push while a transfer
+// stalls, and checks that they return context.Canceled, leave no file or
+// tag, and leave no goroutine behind.
+func TestCancelStopsEverything(t *testing.T) {
+	src, pair := setup(t, docker, "linux/amd64", "linux/arm64")
+	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+	stalled := make(chan struct{}, 16)
+	var armed atomic.Bool
+	stall := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !armed.Load() {
+				h.ServeHTTP(w, r)
+				return
+			}
+			blobGet := r.Method == http.MethodGet && strings.Contains(r.URL.Path, pair.Changed[0].String())
+			if blobGet || r.Method == http.MethodPatch || (r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/uploads/")) {
+				// Read the body, so that the server notices when the client goes.
+				io.Copy(io.Discard, r.Body)
+				stalled <- struct{}{}
+				<-r.Context().Done()
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	slowSrc := newTestRegistry(t, stall)
+	slowSrc.write(t, slowSrc.ref("app:v2"), pair.V2)
+	slowDst := newTestRegistry(t, stall)
+	armed.Store(true)
+	dir := t.TempDir()
+
+	for _, op := range []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"PullToFile", func(ctx context.Context) error {
+			_, err := imo.New(imo.WithPlainHTTP()).PullToFile(ctx, imo.Scratch, slowSrc.ref("app:v2"), filepath.Join(dir, "out.tar"))
+			return err
+		}},
+		{"Push", func(ctx context.Context) error {
+			return imo.New(imo.WithPlainHTTP()).Push(ctx, archive, slowDst.ref("app:v2"))
+		}},
+	} {
+		t.Run(op.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() { errc <- op.run(ctx) }()
+			select {
+			case <-stalled:
+			case err := <-errc:
+				t.Fatalf("%s ended before stalling: %v", op.name, err)
+			}
+			cancel()
+			if err := <-errc; !errors.Is(err, context.Canceled) {
+				t.Errorf("%s after cancel = %v, want context.Canceled", op.name, err)
+			}
+		})
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a cancelled PullToFile left %d files", len(entries))
+	}
+	if _, err := headDigest(slowDst.ref("app:v2")); err == nil {
+		t.Error("a cancelled push left a tag")
 	}
 }
