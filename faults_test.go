@@ -89,7 +89,7 @@ func TestPushUnderFaults(t *testing.T) {
 func TestPermanentFaults(t *testing.T) {
 	src, _ := setup(t, docker, "linux/amd64")
 	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
-	faults := sandbox.NewFaultInjector(1, 1, time.Millisecond)
+	faults := sandbox.NewFaultInjector(1, 1, 0)
 	broken := newTestRegistry(t, faults.Wrap)
 	inc := imo.New(imo.WithPlainHTTP(), imo.WithRetries(2, time.Millisecond))
 

@@ -7,8 +7,6 @@ import (
 	"os"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -141,16 +139,15 @@ func (i *Incremental) uploadBlobs(ctx context.Context, c *repoClient, a *archive
 		eg.Go(func() error {
 			ev.Kind = BlobStarted
 			i.opts.reporter.Report(ev)
-			l, err := partial.CompressedToLayer(&archiveLayer{a: a, desc: b.desc, report: func(n int64) {
-				p := ev
-				p.Kind, p.Complete = BlobProgress, n
-				i.opts.reporter.Report(p)
-			}})
+			err := c.upload(ectx, b.desc, func() (io.Reader, error) {
+				return a.blob(b.desc, func(n int64) {
+					p := ev
+					p.Kind, p.Complete = BlobProgress, n
+					i.opts.reporter.Report(p)
+				})
+			})
 			if err != nil {
 				return err
-			}
-			if err := remote.WriteLayer(c.repo, l, c.options(ectx)...); err != nil {
-				return fmt.Errorf("uploading blob %s to %s: %w", b.desc.Digest, c.repo, err)
 			}
 			ev.Kind, ev.Complete = BlobDone, b.desc.Size
 			i.opts.reporter.Report(ev)
@@ -166,27 +163,6 @@ func (i *Incremental) putManifest(ctx context.Context, c *repoClient, ref name.R
 	}
 	i.opts.reporter.Report(Event{Kind: ManifestPushed, Ref: ref.String(), Digest: m.desc.Digest, MediaType: m.desc.MediaType, Size: m.desc.Size})
 	return nil
-}
-
-// archiveLayer is a blob of an archive, as go-containerregistry uploads it.
-type archiveLayer struct {
-	a      *archiveFile
-	desc   v1.Descriptor
-	report func(int64)
-}
-
-func (l *archiveLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
-func (l *archiveLayer) Size() (int64, error)                { return l.desc.Size, nil }
-func (l *archiveLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
-
-// Compressed returns the blob's bytes, checked against its digest as they
-// are read; go-containerregistry calls it again for each retry.
-func (l *archiveLayer) Compressed() (io.ReadCloser, error) {
-	r, err := l.a.blob(l.desc, l.report)
-	if err != nil {
-		return nil, err
-	}
-	return io.NopCloser(r), nil
 }
 
 // rawManifest pushes a manifest's exact bytes under its own media type.

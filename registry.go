@@ -48,7 +48,7 @@ func newRepoClient(ctx context.Context, repo name.Repository, st *sideTransport,
 }
 
 func (c *repoClient) options(ctx context.Context) []remote.Option {
-	return append(c.retry.remoteOptions(), remote.WithTransport(c.rt), remote.WithContext(ctx))
+	return []remote.Option{remote.WithTransport(c.rt), remote.WithContext(ctx)}
 }
 
 // get fetches the manifest ref names, keeping its exact bytes. A
@@ -214,4 +214,57 @@ func (c *repoClient) mount(ctx context.Context, h v1.Hash, from name.Repository)
 		return fmt.Errorf("mounting blob %s from %s into %s: the registry does not support cross-repository mounts", h, from, c.repo)
 	}
 	return fmt.Errorf("mounting blob %s from %s into %s: %w", h, from, c.repo, transport.CheckError(resp, http.StatusCreated))
+}
+
+// upload sends the blob desc to the repository in one monolithic upload:
+// a POST opens the session, one PUT carries the bytes and the digest, which
+// the registry checks before it commits. open returns the bytes afresh for
+// each attempt; a transient failure is retried.
+func (c *repoClient) upload(ctx context.Context, desc v1.Descriptor, open func() (io.Reader, error)) error {
+	err := c.retry.do(ctx, func() error {
+		start := fmt.Sprintf("%s://%s/v2/%s/blobs/uploads/", c.scheme, c.repo.RegistryStr(), c.repo.RepositoryStr())
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, start, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := c.client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if err := transport.CheckError(resp, http.StatusAccepted); err != nil {
+			return err
+		}
+		loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+		if err != nil || resp.Header.Get("Location") == "" {
+			return fmt.Errorf("the registry gave no upload location (%q)", resp.Header.Get("Location"))
+		}
+		q := loc.Query()
+		q.Set("digest", desc.Digest.String())
+		loc.RawQuery = q.Encode()
+		body, err := open()
+		if err != nil {
+			return err
+		}
+		put, err := http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), body)
+		if err != nil {
+			return err
+		}
+		put.ContentLength = desc.Size
+		put.Header.Set("Content-Type", "application/octet-stream")
+		put.GetBody = func() (io.ReadCloser, error) {
+			r, err := open()
+			return io.NopCloser(r), err
+		}
+		resp, err = c.client.Do(put)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return transport.CheckError(resp, http.StatusCreated)
+	})
+	if err != nil {
+		return fmt.Errorf("uploading blob %s to %s: %w", desc.Digest, c.repo, err)
+	}
+	return nil
 }

@@ -8,11 +8,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
@@ -35,24 +35,48 @@ type retryPolicy struct {
 	initial time.Duration
 }
 
-func (p retryPolicy) backoff() transport.Backoff {
-	return transport.Backoff{Duration: p.initial, Factor: 3, Jitter: 0.1, Steps: p.retries + 1}
-}
-
-// wrap retries transient failures of single requests.
+// wrap retries transient failures of single requests: network errors and
+// the answers in retryStatusCodes. A request whose body cannot be replayed
+// (no GetBody) is sent once.
 func (p retryPolicy) wrap(rt http.RoundTripper) http.RoundTripper {
-	return transport.NewRetry(rt,
-		transport.WithRetryBackoff(p.backoff()),
-		transport.WithRetryPredicate(transient),
-		transport.WithRetryStatusCodes(retryStatusCodes...))
+	return &retryTransport{next: rt, policy: p}
 }
 
-// remoteOptions make go-containerregistry retry whole uploads the same way.
-func (p retryPolicy) remoteOptions() []remote.Option {
-	return []remote.Option{
-		remote.WithRetryBackoff(p.backoff()),
-		remote.WithRetryPredicate(transient),
-		remote.WithRetryStatusCodes(retryStatusCodes...),
+type retryTransport struct {
+	next   http.RoundTripper
+	policy retryPolicy
+}
+
+// RoundTrip implements [http.RoundTripper].
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	for n := 0; ; n++ {
+		resp, err := t.next.RoundTrip(req)
+		if !replayable || n >= t.policy.retries || ctx.Err() != nil {
+			return resp, err
+		}
+		switch {
+		case err != nil && !transient(err):
+			return resp, err
+		case err == nil && !slices.Contains(retryStatusCodes, resp.StatusCode):
+			return resp, nil
+		}
+		if resp != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+		if werr := t.policy.wait(ctx, n+1); werr != nil {
+			return nil, werr
+		}
+		if req.GetBody != nil {
+			body, gerr := req.GetBody()
+			if gerr != nil {
+				return nil, gerr
+			}
+			req = req.Clone(ctx)
+			req.Body = body
+		}
 	}
 }
 
@@ -97,7 +121,7 @@ func transient(err error) bool {
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
-		return te.Temporary()
+		return te.Temporary() || slices.Contains(retryStatusCodes, te.StatusCode)
 	}
 	var ne net.Error
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||

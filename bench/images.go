@@ -44,7 +44,7 @@ func collectFiles(budget int64) ([]file, error) {
 				return nil
 			}
 			info, err := d.Info()
-			if err != nil || info.Size() == 0 || info.Size() > 64<<20 {
+			if err != nil || info.Size() == 0 || info.Size() > 16<<20 {
 				return nil
 			}
 			f, err := os.Open(path)
@@ -66,19 +66,22 @@ func collectFiles(budget int64) ([]file, error) {
 	return out, nil
 }
 
-// split cuts files into consecutive groups holding the given fractions of
-// their bytes.
+// split cuts files into consecutive groups holding about the given
+// fractions of their bytes: each file goes to the group its middle byte
+// falls in.
 func split(files []file, fractions ...float64) [][]file {
 	var total int64
 	for _, f := range files {
 		total += f.size
 	}
 	groups := make([][]file, len(fractions))
-	g, acc, limit := 0, int64(0), int64(fractions[0]*float64(total))
+	var acc int64
 	for _, f := range files {
-		if acc >= limit && g < len(fractions)-1 {
+		mid := float64(acc+f.size/2) / float64(total)
+		g, bound := 0, fractions[0]
+		for mid >= bound && g < len(fractions)-1 {
 			g++
-			limit += int64(fractions[g] * float64(total))
+			bound += fractions[g]
 		}
 		groups[g] = append(groups[g], f)
 		acc += f.size

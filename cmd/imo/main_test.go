@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -309,7 +308,7 @@ func TestTransportFlags(t *testing.T) {
 // fail leaving no tag.
 func TestFaultsThatNeverClear(t *testing.T) {
 	src, _, _ := registries(t, nil, nil)
-	faults := sandbox.NewFaultInjector(7, 0, time.Millisecond)
+	faults := sandbox.NewFaultInjector(7, 0, 0)
 	broken, _, _ := registries(t, faults.Wrap, nil)
 	broken.ResetCounts()
 	faults.SetRate(1)

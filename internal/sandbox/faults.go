@@ -29,7 +29,8 @@ type FaultInjector struct {
 }
 
 // NewFaultInjector faults rate (0 to 1) of the requests, with faults drawn
-// from a generator seeded with seed. Stalls last stall.
+// from a generator seeded with seed. Stalls last stall; with stall 0 there
+// are none, so that every faulted request fails.
 func NewFaultInjector(seed uint64, rate float64, stall time.Duration) *FaultInjector {
 	return &FaultInjector{rng: rand.New(rand.NewPCG(seed, 0)), rate: rate, stall: stall, injected: map[string]int{}}
 }
@@ -59,7 +60,10 @@ func (f *FaultInjector) draw(r *http.Request) (kind string, status int) {
 	if f.rng.Float64() >= f.rate {
 		return "", 0
 	}
-	kinds := []string{FaultStatus, FaultDrop, FaultStall}
+	kinds := []string{FaultStatus, FaultDrop}
+	if f.stall > 0 {
+		kinds = append(kinds, FaultStall)
+	}
 	if r.Method == http.MethodGet {
 		kinds = append(kinds, FaultTruncate, FaultTruncate)
 	}

@@ -48,6 +48,7 @@ func NewRegistry(wrap func(http.Handler) http.Handler, cfg *tls.Config) *Registr
 		r.mu.Unlock()
 		h.ServeHTTP(w, req)
 	}))
+	r.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what TLS tests provoke
 	if cfg != nil {
 		r.TLS = cfg
 		r.StartTLS()
