@@ -6,7 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"syscall"
+	"strings"
 	"time"
 )
 
@@ -17,26 +17,45 @@ type sample struct {
 	written int64 // bytes the process caused to be written to disk
 }
 
-// measure runs cmd to completion and reads its resource usage.
+// gnuTime is GNU time (Debian package time). The benchmark reads a tool's
+// peak RSS and disk writes through it rather than from its own wait4: a
+// process that Go starts begins with its parent's peak RSS (the child
+// shares the parent's memory until it execs), which would report the
+// benchmark's own size for every tool.
+const gnuTime = "/usr/bin/time"
+
+// measure runs cmd to completion under GNU time and reads its resource usage.
 func measure(cmd *exec.Cmd) (sample, error) {
+	report, err := os.CreateTemp("", "imo-bench-time-")
+	if err != nil {
+		return sample{}, err
+	}
+	report.Close()
+	defer os.Remove(report.Name())
+	timed := exec.Command(gnuTime, append([]string{"-f", "%M %O", "-o", report.Name(), cmd.Path}, cmd.Args[1:]...)...)
+	timed.Env, timed.Dir, timed.Stdout = cmd.Env, cmd.Dir, cmd.Stdout
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if cmd.Stdout == nil {
-		cmd.Stdout = &stderr
+	timed.Stderr = &stderr
+	if timed.Stdout == nil {
+		timed.Stdout = &stderr
 	}
 	start := time.Now()
-	err := cmd.Run()
+	err = timed.Run()
 	elapsed := time.Since(start)
 	if err != nil {
 		return sample{}, fmt.Errorf("%s: %v\n%s", cmd, err, stderr.String())
 	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return sample{}, fmt.Errorf("%s: no resource usage", cmd)
+	out, err := os.ReadFile(report.Name())
+	if err != nil {
+		return sample{}, err
 	}
-	// ru_maxrss is in KiB; ru_oublock counts 512-byte blocks, charged when
-	// pages are dirtied, temporary files included.
-	return sample{elapsed: elapsed, maxRSS: ru.Maxrss * 1024, written: ru.Oublock * 512}, nil
+	// %M is the peak RSS in KiB; %O counts 512-byte blocks written, charged
+	// when pages are dirtied, temporary files included.
+	var rssKiB, blocks int64
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "%d %d", &rssKiB, &blocks); err != nil {
+		return sample{}, fmt.Errorf("reading %s's report %q: %w", gnuTime, out, err)
+	}
+	return sample{elapsed: elapsed, maxRSS: rssKiB * 1024, written: blocks * 512}, nil
 }
 
 // stats are the medians of several samples.
