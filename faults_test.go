@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -139,5 +140,41 @@ func TestResumeWithRange(t *testing.T) {
 	again, err := pull(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
 	if err != nil || !bytes.Equal(clean, again) {
 		t.Errorf("a resumed pull differs from an uninterrupted one (%v)", err)
+	}
+}
+
+// TestResumeAfterStall stalls a layer download half-way without closing
+// the connection, and checks that imo drops it after the stall timeout and
+// resumes it.
+func TestResumeAfterStall(t *testing.T) {
+	pair := newAppPair(t, docker, "linux/amd64")
+	target := pair.Changed[0]
+	var stalledOnce atomic.Bool
+	src := newTestRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, target.String()) && stalledOnce.CompareAndSwap(false, true) {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, r)
+				w.Header().Set("Content-Length", fmt.Sprint(rec.Body.Len()))
+				w.WriteHeader(rec.Code)
+				w.Write(rec.Body.Bytes()[:rec.Body.Len()/2])
+				w.(http.Flusher).Flush()
+				<-r.Context().Done()
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	src.write(t, src.ref("app:v2"), pair.V2)
+	stalled, err := pull(t, imo.New(imo.WithPlainHTTP(), imo.WithStallTimeout(100*time.Millisecond)), imo.Scratch, src.ref("app:v2"))
+	if err != nil || !stalledOnce.Load() {
+		t.Fatalf("Pull() with a stalled layer = %v", err)
+	}
+	clean, err := pull(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+	if err != nil || !bytes.Equal(stalled, clean) {
+		t.Errorf("the pull that recovered from a stall differs from a clean one (%v)", err)
+	}
+	if n := src.count(http.MethodGet, target.String()); n != 3 {
+		t.Errorf("the stalled layer was requested %d times, want 3 (stalled, resumed, clean)", n)
 	}
 }

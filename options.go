@@ -55,7 +55,7 @@ func defaultOptions() options {
 		keychain: authn.DefaultKeychain,
 		tempDir:  os.TempDir(),
 		jobs:     defaultJobs,
-		retry:    retryPolicy{retries: 4, initial: 250 * time.Millisecond},
+		retry:    retryPolicy{retries: 4, initial: 250 * time.Millisecond, stall: time.Minute},
 	}
 }
 
@@ -71,8 +71,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: WithAllArchitectures and WithPlatforms conflict", ErrInvalidOption)
 	case o.transport != nil && (o.caBundle != nil || o.clientCert != nil || o.insecurePull || o.insecurePush):
 		return fmt.Errorf("%w: WithTransport conflicts with the TLS options (WithCABundle, WithClientCertificate, WithInsecure*): configure TLS in the transport", ErrInvalidOption)
-	case o.retry.retries < 0 || o.retry.initial < 0:
-		return fmt.Errorf("%w: WithRetries(%d, %s): want no negative values", ErrInvalidOption, o.retry.retries, o.retry.initial)
+	case o.retry.retries < 0 || o.retry.initial < 0 || o.retry.stall < 0:
+		return fmt.Errorf("%w: WithRetries(%d, %s), WithStallTimeout(%s): want no negative values", ErrInvalidOption, o.retry.retries, o.retry.initial, o.retry.stall)
 	case o.keychain == nil:
 		return fmt.Errorf("%w: WithKeychain(nil)", ErrInvalidOption)
 	}
@@ -267,5 +267,12 @@ func WithMountFrom(repos ...string) Option {
 // mismatch) are not retried. Zero retries turns retrying off. The default
 // is 4 retries starting at 250 ms (waits of 0.25, 0.75, 2.25 and 6.75 s).
 func WithRetries(retries int, initial time.Duration) Option {
-	return func(o *options) { o.retry = retryPolicy{retries: retries, initial: initial} }
+	return func(o *options) { o.retry.retries, o.retry.initial = retries, initial }
+}
+
+// WithStallTimeout drops a blob download that receives no byte for d and
+// resumes it, as a retry. Zero waits for ever (until the context ends). The
+// default is one minute.
+func WithStallTimeout(d time.Duration) Option {
+	return func(o *options) { o.retry.stall = d }
 }

@@ -113,11 +113,10 @@ func (c *repoClient) blobURL(repo name.Repository, h v1.Hash) string {
 // [*DigestMismatchError] if the bytes do not match desc; a connection lost
 // part-way is resumed (see [resumingBody]).
 func (c *repoClient) blob(ctx context.Context, desc v1.Descriptor, report func(int64)) (io.ReadCloser, error) {
-	body, err := c.openBlob(ctx, desc.Digest, 0, desc.Size)
+	rb, err := openResumingBody(ctx, c, desc)
 	if err != nil {
 		return nil, err
 	}
-	rb := &resumingBody{ctx: ctx, c: c, desc: desc, body: body}
 	vr, err := newVerifyingReader(rb, desc, c.repo.String(), report)
 	if err != nil {
 		rb.Close()

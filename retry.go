@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +34,7 @@ var retryStatusCodes = []int{
 type retryPolicy struct {
 	retries int
 	initial time.Duration
+	stall   time.Duration // a blob download with no byte for this long is dropped and resumed
 }
 
 // wrap retries transient failures of single requests: network errors and
@@ -116,6 +118,9 @@ func (p retryPolicy) wait(ctx context.Context, n int) error {
 // the network (not of the caller's context). Digest mismatches, auth
 // failures and missing content are permanent.
 func transient(err error) bool {
+	if errors.Is(err, errStalled) {
+		return true
+	}
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrDigestMismatch) {
 		return false
 	}
@@ -130,9 +135,10 @@ func transient(err error) bool {
 		(errors.As(err, &ne) && ne.Timeout())
 }
 
-// resumingBody reads a blob and, when the connection fails part-way,
-// fetches the rest: with a Range request where the registry supports it,
-// otherwise by fetching the blob again and skipping what was read.
+// resumingBody reads a blob and, when the connection fails part-way or
+// stalls (no byte for the policy's stall timeout), fetches the rest: with a
+// Range request where the registry supports it, otherwise by fetching the
+// blob again and skipping what was read.
 type resumingBody struct {
 	ctx     context.Context
 	c       *repoClient
@@ -140,12 +146,68 @@ type resumingBody struct {
 	body    io.ReadCloser
 	off     int64 // bytes delivered so far
 	retries int   // resumes used
+
+	cancel   context.CancelFunc // ends the current request
+	stall    *time.Timer
+	timedOut atomic.Bool // the stall timer ended the current request
 }
+
+// openResumingBody starts downloading desc.
+func openResumingBody(ctx context.Context, c *repoClient, desc v1.Descriptor) (*resumingBody, error) {
+	r := &resumingBody{ctx: ctx, c: c, desc: desc}
+	if err := r.open(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// open starts a request for the rest of the blob, watched for stalls.
+func (r *resumingBody) open() error {
+	attempt, cancel := context.WithCancel(r.ctx)
+	r.cancel = cancel
+	r.timedOut.Store(false)
+	if r.c.retry.stall > 0 {
+		r.stall = time.AfterFunc(r.c.retry.stall, func() {
+			r.timedOut.Store(true)
+			cancel()
+		})
+	}
+	body, err := r.c.openBlob(attempt, r.desc.Digest, r.off, r.desc.Size)
+	if err != nil {
+		r.release()
+		return r.stalled(err)
+	}
+	r.body = body
+	return nil
+}
+
+// release stops watching the current request.
+func (r *resumingBody) release() {
+	if r.stall != nil {
+		r.stall.Stop()
+	}
+	r.cancel()
+}
+
+// stalled names a request the stall timeout cancelled; such a failure is
+// transient.
+func (r *resumingBody) stalled(err error) error {
+	if r.ctx.Err() == nil && r.timedOut.Load() {
+		return fmt.Errorf("fetching blob %s from %s: no byte for %s: %w", r.desc.Digest, r.c.repo, r.c.retry.stall, errStalled)
+	}
+	return err
+}
+
+// errStalled marks a transfer dropped for stalling.
+var errStalled = errors.New("transfer stalled")
 
 func (r *resumingBody) Read(p []byte) (int, error) {
 	for {
 		n, err := r.body.Read(p)
 		r.off += int64(n)
+		if n > 0 && r.stall != nil {
+			r.stall.Reset(r.c.retry.stall)
+		}
 		if errors.Is(err, io.EOF) && r.off < r.desc.Size {
 			err = io.ErrUnexpectedEOF // cut short without the transport noticing
 		}
@@ -158,6 +220,7 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 		if r.ctx.Err() != nil {
 			return 0, err
 		}
+		err = r.stalled(err)
 		if !transient(err) || r.retries >= r.c.retry.retries {
 			return 0, fmt.Errorf("fetching blob %s from %s, at byte %d of %d, after %d retries: %w", r.desc.Digest, r.c.repo, r.off, r.desc.Size, r.retries, err)
 		}
@@ -166,19 +229,22 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 			return 0, werr
 		}
 		r.body.Close()
-		body, oerr := r.c.openBlob(r.ctx, r.desc.Digest, r.off, r.desc.Size)
-		if oerr != nil {
+		r.release()
+		if oerr := r.open(); oerr != nil {
 			r.body = io.NopCloser(errReader{fmt.Errorf("resuming blob %s at byte %d: %w", r.desc.Digest, r.off, oerr)})
 			if !transient(oerr) {
 				return 0, oerr
 			}
-			continue
 		}
-		r.body = body
 	}
 }
 
-func (r *resumingBody) Close() error { return r.body.Close() }
+// Close ends the download.
+func (r *resumingBody) Close() error {
+	err := r.body.Close()
+	r.release()
+	return err
+}
 
 type errReader struct{ err error }
 

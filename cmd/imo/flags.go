@@ -44,6 +44,7 @@ type globalFlags struct {
 	jobs      int
 	retries   int
 	retryWait time.Duration
+	stall     time.Duration
 
 	progress string
 	quiet    bool
@@ -73,6 +74,7 @@ func (g *globalFlags) register(fs *pflag.FlagSet) {
 	fs.IntVarP(&g.jobs, "jobs", "j", 4, "requests made at once where order does not matter")
 	fs.IntVar(&g.retries, "retries", 4, "retries of a transient failure, per request and per blob (0: none)")
 	fs.DurationVar(&g.retryWait, "retry-wait", 250*time.Millisecond, "wait before the first retry; each next one waits three times longer")
+	fs.DurationVar(&g.stall, "stall-timeout", time.Minute, "drop and resume a blob download that receives no byte for this long (0: wait for ever)")
 
 	fs.StringVar(&g.progress, "progress", "auto", "auto (bars on a terminal, plain lines otherwise), bars, plain, json or none; on stderr")
 	fs.BoolVarP(&g.quiet, "quiet", "q", false, "no progress (same as --progress none)")
@@ -86,12 +88,12 @@ func (g *globalFlags) options(cmd *cobra.Command, s side) ([]imo.Option, error) 
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, imo.WithReporter(reporter), imo.WithJobs(g.jobs), imo.WithRetries(g.retries, g.retryWait))
+	opts = append(opts, imo.WithReporter(reporter), imo.WithJobs(g.jobs), imo.WithRetries(g.retries, g.retryWait), imo.WithStallTimeout(g.stall))
 	if g.jobs < 1 {
 		return nil, usagef("--jobs must be at least 1")
 	}
-	if g.retries < 0 || g.retryWait < 0 {
-		return nil, usagef("--retries and --retry-wait must not be negative")
+	if g.retries < 0 || g.retryWait < 0 || g.stall < 0 {
+		return nil, usagef("--retries, --retry-wait and --stall-timeout must not be negative")
 	}
 
 	platforms, all, err := g.platformList()
