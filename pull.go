@@ -424,9 +424,11 @@ func (pp *pullPlan) dockerManifest() []dockerLoadEntry {
 // memory does not grow with the image.
 //
 // The file appears complete or not at all: imo writes a temporary file
-// beside it, syncs it and renames it over path; on any failure, ctx
-// cancelled included, it removes the temporary file and leaves path as it
-// was. A new file gets mode 0644; a replaced one keeps its mode.
+// beside it and renames it over path; on any failure, ctx cancelled
+// included, it removes the temporary file and leaves path as it was. Like
+// docker save and skopeo, imo does not fsync: the rename is atomic against
+// the process failing, and durability against power loss is left to the
+// file system. A new file gets mode 0644; a replaced one keeps its mode.
 func (i *Incremental) PullToFile(ctx context.Context, base, final, path string) (*Plan, error) {
 	if i.err != nil {
 		return nil, i.err
@@ -455,9 +457,6 @@ func (i *Incremental) PullToFile(ctx context.Context, base, final, path string) 
 		mode = fi.Mode().Perm()
 	}
 	if err := tmp.Chmod(mode); err != nil {
-		return nil, fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
 		return nil, fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {
