@@ -29,7 +29,7 @@ var retryStatusCodes = []int{
 }
 
 // retryPolicy says how often and how patiently transient failures are
-// retried: attempts retries after the first try, waiting initial, then
+// retried: up to retries times after the first try, waiting initial, then
 // three times longer each time, with 10% jitter.
 type retryPolicy struct {
 	retries int
