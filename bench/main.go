@@ -28,7 +28,7 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "", "work directory on a real disk (default: a new one under the system's temporary directory, removed at the end)")
 	flag.StringVar(&o.out, "o", "", "also write the markdown report to this file")
 	flag.BoolVar(&o.skipConcurrency, "skip-concurrency", false, "skip the slowed-registry concurrency scenario")
-	role := flag.String("role", "", "internal: run as a measured helper (floor, ggcr-push)")
+	role := flag.String("role", "", "internal: run as a measured helper (floor, floor-verify, ggcr-push)")
 	flag.Parse()
 
 	var err error
@@ -36,7 +36,9 @@ func main() {
 	case "":
 		err = run(ctx, o)
 	case "floor":
-		err = floor(ctx, flag.Args())
+		err = floor(ctx, flag.Args(), false)
+	case "floor-verify":
+		err = floor(ctx, flag.Args(), true)
 	case "ggcr-push":
 		err = ggcrPush(ctx, flag.Args())
 	default:

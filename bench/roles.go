@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"context"
 	"fmt"
 	"io"
@@ -16,9 +18,11 @@ import (
 )
 
 // floor is the raw transfer: plain HTTP GETs of the given blobs into one
-// file each, jobs at a time, with no checking at all.
+// file each, jobs at a time, with no checking at all — or, with verify,
+// with each blob's SHA-256 checked, which is the least a tool that can be
+// trusted must add.
 // Arguments: REGISTRY-URL REPO OUTDIR JOBS DIGEST...
-func floor(ctx context.Context, args []string) error {
+func floor(ctx context.Context, args []string, verify bool) error {
 	if len(args) < 4 {
 		return fmt.Errorf("floor: want URL REPO OUTDIR JOBS DIGEST...")
 	}
@@ -47,9 +51,18 @@ func floor(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			if _, err := io.Copy(f, resp.Body); err != nil {
+			var w io.Writer = f
+			h := sha256.New()
+			if verify {
+				w = io.MultiWriter(f, h)
+			}
+			if _, err := io.Copy(w, resp.Body); err != nil {
 				f.Close()
 				return err
+			}
+			if verify && "sha256:"+hex.EncodeToString(h.Sum(nil)) != d {
+				f.Close()
+				return fmt.Errorf("%s: digest mismatch", d)
 			}
 			return f.Close()
 		})

@@ -227,6 +227,9 @@ func (b *bench) scenarios() ([]scenario, error) {
 			{name: "raw floor (plain GETs, 4 at once)", cmd: func(_ int, dir string) (*exec.Cmd, error) {
 				return exec.Command(b.self, append([]string{"-role", "floor", "http://" + host, strings.Split(final, ":")[0], dir, "4"}, blobs...)...), nil
 			}},
+			{name: "raw floor + SHA-256 check", cmd: func(_ int, dir string) (*exec.Cmd, error) {
+				return exec.Command(b.self, append([]string{"-role", "floor-verify", "http://" + host, strings.Split(final, ":")[0], dir, "4"}, blobs...)...), nil
+			}},
 			{name: "imo pull -o FILE", cmd: func(_ int, dir string) (*exec.Cmd, error) {
 				return exec.Command(b.imo, "pull", "--plain-http", "-q", base, host+"/"+final, "-o", filepath.Join(dir, "a.tar")), nil
 			}},
