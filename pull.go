@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -56,7 +57,7 @@ func (i *Incremental) Pull(ctx context.Context, base, final string) (io.ReadClos
 	go func() {
 		defer close(s.done)
 		defer i.pull.closeIdle()
-		s.err = pp.write(ctx, pw, i.opts.reporter)
+		s.err = pp.write(ctx, pw, i.opts.jobs, i.opts.reporter)
 		pw.CloseWithError(s.err)
 	}()
 	return s, nil
@@ -324,12 +325,48 @@ func (pp *pullPlan) layout(r Reporter) (*archiveLayout, error) {
 	return l, nil
 }
 
-// write streams the archive to w, fetching one blob at a time in order.
-func (pp *pullPlan) write(ctx context.Context, w io.Writer, r Reporter) error {
+// Prefetching for the stream: each blob downloading ahead of the writer
+// holds at most prefetchChunks chunks of prefetchChunk bytes.
+const (
+	prefetchChunk  = 256 << 10
+	prefetchChunks = 16
+)
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, prefetchChunk); return &b }}
+
+// prefetch is a blob downloading ahead of the writer.
+type prefetch struct {
+	chunks chan chunk
+	err    error // set before chunks is closed
+}
+
+// chunk is the first n bytes of a pooled buffer.
+type chunk struct {
+	buf *[]byte
+	n   int
+}
+
+// write streams the archive to w, in order. Up to jobs blobs download and
+// are verified at once, each into a bounded window, while w receives them
+// one after the other.
+func (pp *pullPlan) write(ctx context.Context, w io.Writer, jobs int, r Reporter) error {
 	l, err := pp.layout(r)
 	if err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var blobs []v1.Descriptor
+	for _, s := range l.segs {
+		if s.blob != nil {
+			blobs = append(blobs, *s.blob)
+		}
+	}
+	fetches := make([]*prefetch, len(blobs))
+	started, current := 0, 0
 	for _, s := range l.segs {
 		if s.blob == nil {
 			if _, err := w.Write(s.lit); err != nil {
@@ -337,11 +374,74 @@ func (pp *pullPlan) write(ctx context.Context, w io.Writer, r Reporter) error {
 			}
 			continue
 		}
-		if err := pp.copyBlob(ctx, w, *s.blob, r); err != nil {
-			return err
+		for ; started < len(blobs) && started < current+jobs; started++ {
+			p := &prefetch{chunks: make(chan chunk, prefetchChunks)}
+			fetches[started] = p
+			desc := blobs[started]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer close(p.chunks)
+				p.err = pp.fetch(ctx, desc, p.chunks, r)
+			}()
 		}
+		p := fetches[current]
+		for c := range p.chunks {
+			_, err := w.Write((*c.buf)[:c.n])
+			chunkPool.Put(c.buf)
+			if err != nil {
+				return fmt.Errorf("writing archive: %w", err)
+			}
+		}
+		if p.err != nil {
+			return p.err
+		}
+		fetches[current] = nil
+		current++
 	}
 	return nil
+}
+
+// fetch downloads one blob, verified, into chunks.
+func (pp *pullPlan) fetch(ctx context.Context, desc v1.Descriptor, chunks chan<- chunk, r Reporter) error {
+	rc, done, err := pp.open(ctx, desc, r)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	for {
+		buf := chunkPool.Get().(*[]byte)
+		n, err := fill(rc, *buf)
+		if n > 0 {
+			select {
+			case chunks <- chunk{buf, n}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		} else {
+			chunkPool.Put(buf)
+		}
+		if err == io.EOF { // exactly io.EOF: the verifying reader checked size and digest
+			done()
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", blobName(desc.Digest), err)
+		}
+	}
+}
+
+// fill reads into b until it is full or r fails.
+func fill(r io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // writeAt writes the archive into w, fetching up to jobs blobs at once,
@@ -369,14 +469,7 @@ func (pp *pullPlan) writeAt(ctx context.Context, w io.WriterAt, jobs int, r Repo
 
 // copyBlob copies one blob, verified, to w.
 func (pp *pullPlan) copyBlob(ctx context.Context, w io.Writer, desc v1.Descriptor, r Reporter) error {
-	ev := Event{Ref: pp.final.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
-	ev.Kind = BlobStarted
-	r.Report(ev)
-	rc, err := pp.client.blob(ctx, desc, func(n int64) {
-		p := ev
-		p.Kind, p.Complete = BlobProgress, n
-		r.Report(p)
-	})
+	rc, done, err := pp.open(ctx, desc, r)
 	if err != nil {
 		return err
 	}
@@ -384,9 +477,26 @@ func (pp *pullPlan) copyBlob(ctx context.Context, w io.Writer, desc v1.Descripto
 	if _, err := io.Copy(w, rc); err != nil {
 		return fmt.Errorf("writing %s: %w", blobName(desc.Digest), err)
 	}
-	ev.Kind, ev.Complete = BlobDone, desc.Size
-	r.Report(ev)
+	done()
 	return nil
+}
+
+// open starts downloading a blob, reporting its start and progress to r;
+// done reports its end.
+func (pp *pullPlan) open(ctx context.Context, desc v1.Descriptor, r Reporter) (rc io.ReadCloser, done func(), err error) {
+	ev := Event{Ref: pp.final.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
+	ev.Kind = BlobStarted
+	r.Report(ev)
+	rc, err = pp.client.blob(ctx, desc, func(n int64) {
+		p := ev
+		p.Kind, p.Complete = BlobProgress, n
+		r.Report(p)
+	})
+	done = func() {
+		ev.Kind, ev.Complete = BlobDone, desc.Size
+		r.Report(ev)
+	}
+	return rc, done, err
 }
 
 // dockerLoadEntry is one image of a docker-load manifest.json.
