@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,7 +26,7 @@ var patient = imo.WithRetries(10, time.Millisecond)
 func TestPullUnderFaults(t *testing.T) {
 	total := map[string]int{}
 	defer func() {
-		if len(total) < 3 {
+		if total[sandbox.FaultTruncate] == 0 || total[sandbox.FaultDrop] == 0 || total[sandbox.FaultStatus] == 0 {
 			t.Errorf("the faults injected were only %v", total)
 		}
 	}()
@@ -43,12 +45,19 @@ func TestPullUnderFaults(t *testing.T) {
 				}
 				faults.SetRate(0.1)
 				faulted, err := pull(t, inc, base, src.ref("app:v2"))
-				faults.SetRate(0)
 				if err != nil {
 					t.Fatalf("Pull() with 10%% faults = %v (injected %v)", err, faults.Injected())
 				}
 				if !bytes.Equal(clean, faulted) {
 					t.Errorf("the archive pulled with faults differs (injected %v)", faults.Injected())
+				}
+				path := filepath.Join(t.TempDir(), "a.tar")
+				if _, err := inc.PullToFile(context.Background(), base, src.ref("app:v2"), path); err != nil {
+					t.Fatalf("PullToFile() with 10%% faults = %v (injected %v)", err, faults.Injected())
+				}
+				faults.SetRate(0)
+				if b, _ := os.ReadFile(path); !bytes.Equal(clean, b) {
+					t.Errorf("the archive PullToFile wrote with faults differs (injected %v)", faults.Injected())
 				}
 			}
 			for k, v := range faults.Injected() {
@@ -80,7 +89,7 @@ func TestPushUnderFaults(t *testing.T) {
 			}
 		})
 	}
-	if len(total) < 3 {
+	if total[sandbox.FaultTruncate] == 0 || total[sandbox.FaultDrop] == 0 || total[sandbox.FaultStatus] == 0 {
 		t.Errorf("the faults injected were only %v", total)
 	}
 }

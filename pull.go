@@ -451,18 +451,21 @@ func (pp *pullPlan) writeAt(ctx context.Context, w io.WriterAt, jobs int, r Repo
 	if err != nil {
 		return err
 	}
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(jobs)
 	for _, s := range l.segs {
 		if s.blob == nil {
 			if _, err := w.WriteAt(s.lit, s.off); err != nil {
 				return fmt.Errorf("writing archive: %w", err)
 			}
-			continue
 		}
-		eg.Go(func() error {
-			return pp.copyBlob(ectx, io.NewOffsetWriter(w, s.off), *s.blob, r)
-		})
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(jobs)
+	for _, s := range l.segs {
+		if s.blob != nil {
+			eg.Go(func() error {
+				return pp.copyBlob(ectx, io.NewOffsetWriter(w, s.off), *s.blob, r)
+			})
+		}
 	}
 	return eg.Wait()
 }

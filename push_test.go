@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -278,5 +280,53 @@ func TestCancelStopsEverything(t *testing.T) {
 	}
 	if _, err := headDigest(slowDst.ref("app:v2")); err == nil {
 		t.Error("a cancelled push left a tag")
+	}
+}
+
+// TestPushWithExpiringTokens makes the token expire exactly when each
+// upload's PUT arrives, so that go-containerregistry's bearer transport
+// answers the 401 by fetching a new token and sending the PUT again: the
+// PUT sent again must still carry its bytes.
+func TestPushWithExpiringTokens(t *testing.T) {
+	src, pair := setup(t, docker, "linux/amd64")
+	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+	var mu sync.Mutex
+	issued, expired := 0, map[string]bool{}
+	dst := newTestRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			if r.URL.Path == "/token" {
+				issued++
+				fmt.Fprintf(w, `{"token":"t%d"}`, issued)
+				mu.Unlock()
+				return
+			}
+			valid := r.Header.Get("Authorization") == fmt.Sprintf("Bearer t%d", issued)
+			if valid && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/uploads/") && !expired[r.URL.Path] {
+				expired[r.URL.Path] = true
+				issued++ // the token in use expires now
+				valid = false
+			}
+			mu.Unlock()
+			if !valid {
+				w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="test"`, r.Host))
+				http.Error(w, "token expired", http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	inc := imo.New(imo.WithPlainHTTP(), imo.WithPushAuth("u", "p"), imo.WithJobs(1))
+	if err := inc.Push(context.Background(), archive, dst.ref("app:v2")); err != nil {
+		t.Fatalf("Push() with expiring tokens = %v", err)
+	}
+	mu.Lock()
+	n := len(expired)
+	mu.Unlock()
+	if n == 0 {
+		t.Error("no upload met an expired token: the test tested nothing")
+	}
+	if got, err := headDigest(dst.ref("app:v2")); err != nil || got != digest(t, pair.V2) {
+		t.Errorf("app:v2 = %s (%v), want %s", got, err, digest(t, pair.V2))
 	}
 }

@@ -128,38 +128,34 @@ func (c *repoClient) blob(ctx context.Context, desc v1.Descriptor, report func(i
 	}{vr, rb}, nil
 }
 
-// openBlob starts fetching the blob h from byte off on.
-func (c *repoClient) openBlob(ctx context.Context, h v1.Hash, off, size int64) (io.ReadCloser, error) {
+// openBlob starts fetching the blob h from byte off on. A registry that
+// ignores Range answers with the whole blob; skip is then how many bytes
+// the caller must discard first.
+func (c *repoClient) openBlob(ctx context.Context, h v1.Hash, off, size int64) (body io.ReadCloser, skip int64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.blobURL(c.repo, h), nil)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if off > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, size-1))
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetching blob %s from %s: %w", h, c.repo, err)
+		return nil, 0, fmt.Errorf("fetching blob %s from %s: %w", h, c.repo, err)
 	}
 	switch {
 	case off > 0 && resp.StatusCode == http.StatusPartialContent:
 		var start int64
 		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-", &start); err != nil || start != off {
 			resp.Body.Close()
-			return nil, fmt.Errorf("fetching blob %s from %s: asked for byte %d on, got range %q", h, c.repo, off, resp.Header.Get("Content-Range"))
+			return nil, 0, fmt.Errorf("fetching blob %s from %s: asked for byte %d on, got range %q", h, c.repo, off, resp.Header.Get("Content-Range"))
 		}
-		return resp.Body, nil
+		return resp.Body, 0, nil
 	case resp.StatusCode == http.StatusOK:
-		if off > 0 {
-			if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
-				resp.Body.Close()
-				return nil, fmt.Errorf("fetching blob %s from %s: skipping %d bytes already read: %w", h, c.repo, off, err)
-			}
-		}
-		return resp.Body, nil
+		return resp.Body, off, nil
 	}
 	defer resp.Body.Close()
-	return nil, fmt.Errorf("fetching blob %s from %s: %w", h, c.repo, transport.CheckError(resp, http.StatusOK))
+	return nil, 0, fmt.Errorf("fetching blob %s from %s: %w", h, c.repo, transport.CheckError(resp, http.StatusOK))
 }
 
 // blobExists asks repo, a repository of the client's registry, whether
@@ -220,7 +216,7 @@ func (c *repoClient) mount(ctx context.Context, h v1.Hash, from name.Repository)
 // the registry checks before it commits. open returns the bytes afresh for
 // each attempt; a transient failure is retried.
 func (c *repoClient) upload(ctx context.Context, desc v1.Descriptor, open func() (io.Reader, error)) error {
-	err := c.retry.do(ctx, func() error {
+	err := c.retry.doAll(ctx, func() error {
 		start := fmt.Sprintf("%s://%s/v2/%s/blobs/uploads/", c.scheme, c.repo.RegistryStr(), c.repo.RepositoryStr())
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, start, nil)
 		if err != nil {
@@ -230,8 +226,9 @@ func (c *repoClient) upload(ctx context.Context, desc v1.Descriptor, open func()
 		if err != nil {
 			return err
 		}
+		err = transport.CheckError(resp, http.StatusAccepted) // reads the body: close after
 		resp.Body.Close()
-		if err := transport.CheckError(resp, http.StatusAccepted); err != nil {
+		if err != nil {
 			return err
 		}
 		loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
@@ -245,7 +242,10 @@ func (c *repoClient) upload(ctx context.Context, desc v1.Descriptor, open func()
 		if err != nil {
 			return err
 		}
-		put, err := http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), body)
+		// A PUT that fails is not sent again into the same upload session,
+		// which the registry may have dropped: do opens a new one. GetBody
+		// still lets an auth challenge re-send it with its bytes.
+		put, err := http.NewRequestWithContext(sendOnce(ctx), http.MethodPut, loc.String(), body)
 		if err != nil {
 			return err
 		}

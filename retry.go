@@ -49,13 +49,37 @@ type retryTransport struct {
 	policy retryPolicy
 }
 
-// RoundTrip implements [http.RoundTripper].
+// sendOnceKey marks a request that retryTransport must not retry.
+type sendOnceKey struct{}
+
+// sendOnce marks requests made with the returned context as not to be
+// retried by the transport: their caller retries at a higher level.
+func sendOnce(ctx context.Context) context.Context {
+	return context.WithValue(ctx, sendOnceKey{}, true)
+}
+
+// RoundTrip implements [http.RoundTripper]. A request with GetBody gets a
+// fresh body on every call, so that a request sent again by a layer above
+// (go-containerregistry's bearer transport after a 401) still carries its
+// bytes.
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	retries := t.policy.retries
+	if ctx.Value(sendOnceKey{}) != nil || !replayable {
+		retries = 0
+	}
 	for n := 0; ; n++ {
+		if req.GetBody != nil {
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			req = req.Clone(ctx)
+			req.Body = body
+		}
 		resp, err := t.next.RoundTrip(req)
-		if !replayable || n >= t.policy.retries || ctx.Err() != nil {
+		if n >= retries || ctx.Err() != nil {
 			return resp, err
 		}
 		switch {
@@ -71,22 +95,29 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if werr := t.policy.wait(ctx, n+1); werr != nil {
 			return nil, werr
 		}
-		if req.GetBody != nil {
-			body, gerr := req.GetBody()
-			if gerr != nil {
-				return nil, gerr
-			}
-			req = req.Clone(ctx)
-			req.Body = body
-		}
 	}
 }
 
-// do runs f, and again after a transient failure, up to the policy's
-// retries.
+// do runs f, and again after a transient failure that the transport
+// could not have retried itself (a body cut short while being read), up to
+// the policy's retries.
 func (p retryPolicy) do(ctx context.Context, f func() error) error {
+	return p.retry(ctx, f, false)
+}
+
+// doAll is do for operations of several requests, retrying every
+// transient failure, registry answers included.
+func (p retryPolicy) doAll(ctx context.Context, f func() error) error {
+	return p.retry(ctx, f, true)
+}
+
+func (p retryPolicy) retry(ctx context.Context, f func() error, answers bool) error {
 	for n := 0; ; n++ {
 		err := f()
+		var te *transport.Error
+		if !answers && errors.As(err, &te) {
+			return err // the transport already retried this answer
+		}
 		if err == nil || n >= p.retries || !transient(err) || ctx.Err() != nil {
 			return err
 		}
@@ -136,20 +167,21 @@ func transient(err error) bool {
 }
 
 // resumingBody reads a blob and, when the connection fails part-way or
-// stalls (no byte for the policy's stall timeout), fetches the rest: with a
-// Range request where the registry supports it, otherwise by fetching the
-// blob again and skipping what was read.
+// stalls (no byte for the policy's stall timeout while imo waits for one),
+// fetches the rest: with a Range request where the registry supports it,
+// otherwise by fetching the blob again and skipping what was read. The
+// resume budget is per stretch without progress: bytes arriving refill it.
 type resumingBody struct {
 	ctx     context.Context
 	c       *repoClient
 	desc    v1.Descriptor
 	body    io.ReadCloser
 	off     int64 // bytes delivered so far
-	retries int   // resumes used
+	retries int   // resumes since bytes last arrived
 
 	cancel   context.CancelFunc // ends the current request
 	stall    *time.Timer
-	timedOut atomic.Bool // the stall timer ended the current request
+	timedOut *atomic.Bool // the stall timer ended the current request
 }
 
 // openResumingBody starts downloading desc.
@@ -164,28 +196,52 @@ func openResumingBody(ctx context.Context, c *repoClient, desc v1.Descriptor) (*
 // open starts a request for the rest of the blob, watched for stalls.
 func (r *resumingBody) open() error {
 	attempt, cancel := context.WithCancel(r.ctx)
-	r.cancel = cancel
-	r.timedOut.Store(false)
+	timedOut := new(atomic.Bool)
+	r.cancel, r.timedOut = cancel, timedOut
 	if r.c.retry.stall > 0 {
 		r.stall = time.AfterFunc(r.c.retry.stall, func() {
-			r.timedOut.Store(true)
+			timedOut.Store(true)
 			cancel()
 		})
 	}
-	body, err := r.c.openBlob(attempt, r.desc.Digest, r.off, r.desc.Size)
+	body, skip, err := r.c.openBlob(attempt, r.desc.Digest, r.off, r.desc.Size)
 	if err != nil {
 		r.release()
 		return r.stalled(err)
+	}
+	r.unwatch()
+	for buf := make([]byte, 32<<10); skip > 0; {
+		r.watch()
+		n, err := body.Read(buf[:min(int64(len(buf)), skip)])
+		r.unwatch()
+		skip -= int64(n)
+		if err != nil && skip > 0 {
+			body.Close()
+			r.release()
+			return r.stalled(fmt.Errorf("fetching blob %s from %s: skipping bytes already read: %w", r.desc.Digest, r.c.repo, err))
+		}
 	}
 	r.body = body
 	return nil
 }
 
-// release stops watching the current request.
-func (r *resumingBody) release() {
+// watch starts timing a wait for bytes; unwatch stops it, so that time
+// the reader spends elsewhere never counts as a stall.
+func (r *resumingBody) watch() {
+	if r.stall != nil {
+		r.stall.Reset(r.c.retry.stall)
+	}
+}
+
+func (r *resumingBody) unwatch() {
 	if r.stall != nil {
 		r.stall.Stop()
 	}
+}
+
+// release stops watching the current request and ends it.
+func (r *resumingBody) release() {
+	r.unwatch()
 	r.cancel()
 }
 
@@ -203,12 +259,17 @@ var errStalled = errors.New("transfer stalled")
 
 func (r *resumingBody) Read(p []byte) (int, error) {
 	for {
+		r.watch()
 		n, err := r.body.Read(p)
+		r.unwatch()
 		r.off += int64(n)
-		if n > 0 && r.stall != nil {
-			r.stall.Reset(r.c.retry.stall)
+		if n > 0 {
+			r.retries = 0
 		}
-		if errors.Is(err, io.EOF) && r.off < r.desc.Size {
+		switch {
+		case err != nil && !errors.Is(err, io.EOF) && r.off == r.desc.Size:
+			err = io.EOF // every byte arrived; the verifier judges them
+		case errors.Is(err, io.EOF) && r.off < r.desc.Size:
 			err = io.ErrUnexpectedEOF // cut short without the transport noticing
 		}
 		if n > 0 || err == nil || errors.Is(err, io.EOF) {

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -13,7 +14,7 @@ import (
 const (
 	FaultStatus   = "status"   // answer 429, 500, 502, 503 or 504 instead of serving
 	FaultDrop     = "drop"     // close the connection without answering
-	FaultTruncate = "truncate" // serve, but cut the body off half-way and close the connection
+	FaultTruncate = "truncate" // cut the body off half-way and close the connection: a download's answer, or an upload's request
 	FaultStall    = "stall"    // wait a while, then serve
 )
 
@@ -64,7 +65,7 @@ func (f *FaultInjector) draw(r *http.Request) (kind string, status int) {
 	if f.stall > 0 {
 		kinds = append(kinds, FaultStall)
 	}
-	if r.Method == http.MethodGet {
+	if r.Method == http.MethodGet || r.ContentLength > 0 {
 		kinds = append(kinds, FaultTruncate, FaultTruncate)
 	}
 	kind = kinds[f.rng.IntN(len(kinds))]
@@ -90,6 +91,12 @@ func (f *FaultInjector) Wrap(h http.Handler) http.Handler {
 			}
 			h.ServeHTTP(w, r)
 		case FaultTruncate:
+			if r.Method != http.MethodGet {
+				// An upload cut off half-way: read half of it, then drop
+				// the connection without answering.
+				_, _ = io.CopyN(io.Discard, r.Body, r.ContentLength/2)
+				panic(http.ErrAbortHandler)
+			}
 			Truncate(h).ServeHTTP(w, r)
 		default:
 			h.ServeHTTP(w, r)
