@@ -28,7 +28,7 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "", "work directory on a real disk (default: a new one under the system's temporary directory, removed at the end)")
 	flag.StringVar(&o.out, "o", "", "also write the markdown report to this file")
 	flag.BoolVar(&o.skipConcurrency, "skip-concurrency", false, "skip the slowed-registry concurrency scenario")
-	role := flag.String("role", "", "internal: run as a measured helper (floor, floor-verify, ggcr-push)")
+	role := flag.String("role", "", "internal: run as a measured helper (floor, floor-verify, ggcr-pull, ggcr-push)")
 	flag.Parse()
 
 	var err error
@@ -39,6 +39,8 @@ func main() {
 		err = floor(ctx, flag.Args(), false)
 	case "floor-verify":
 		err = floor(ctx, flag.Args(), true)
+	case "ggcr-pull":
+		err = ggcrPull(ctx, flag.Args())
 	case "ggcr-push":
 		err = ggcrPush(ctx, flag.Args())
 	default:

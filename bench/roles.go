@@ -12,6 +12,7 @@ import (
 	"strconv"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sync/errgroup"
@@ -106,4 +107,26 @@ func ggcrPush(_ context.Context, args []string) error {
 		return err
 	}
 	return remote.Write(ref, img)
+}
+
+// ggcrPull is what crane pull --format=oci does: write an image into an OCI
+// layout directory with go-containerregistry.
+// Arguments: REF LAYOUT-DIR
+func ggcrPull(_ context.Context, args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("ggcr-pull: want REF LAYOUT-DIR")
+	}
+	ref, err := name.ParseReference(args[0])
+	if err != nil {
+		return err
+	}
+	img, err := remote.Image(ref)
+	if err != nil {
+		return err
+	}
+	p, err := layout.Write(args[1], empty.Index)
+	if err != nil {
+		return err
+	}
+	return p.AppendImage(img)
 }

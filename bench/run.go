@@ -244,6 +244,9 @@ func (b *bench) scenarios() ([]scenario, error) {
 			}},
 		}
 		if skopeo {
+			ts = append(ts, tool{name: "go-containerregistry pull → layout (crane pull)", cmd: func(_ int, dir string) (*exec.Cmd, error) {
+				return exec.Command(b.self, "-role", "ggcr-pull", host+"/"+final, filepath.Join(dir, "layout")), nil
+			}})
 			ts = append(ts, tool{name: "skopeo copy → oci-archive", cmd: func(_ int, dir string) (*exec.Cmd, error) {
 				c := exec.Command("skopeo", "copy", "-q", "--src-tls-verify=false", "docker://"+host+"/"+final, "oci-archive:"+filepath.Join(dir, "a.tar"))
 				c.Env = append(os.Environ(), "TMPDIR="+dir)
