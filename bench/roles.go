@@ -25,7 +25,7 @@ import (
 // Arguments: REGISTRY-URL REPO OUTDIR JOBS DIGEST...
 func floor(ctx context.Context, args []string, verify bool) error {
 	if len(args) < 4 {
-		return fmt.Errorf("floor: want URL REPO OUTDIR JOBS DIGEST...")
+		return fmt.Errorf("floor: want URL REPO OUTDIR JOBS and one or more digests")
 	}
 	base, repo, out := args[0], args[1], args[2]
 	jobs, err := strconv.Atoi(args[3])
