@@ -105,9 +105,8 @@ func (p *Plan) Bytes() (carried, whole int64) {
 	return carried, whole
 }
 
-// newPlan describes one image graph; omitted says, for a blob, why it is
-// left out, or "" when it is carried.
-func newPlan(final, base ImageRef, g *imageGraph, omitted func(*blobUse) string) *Plan {
+// planImage describes one final image of an archive.
+func planImage(final, base ImageRef, g *imageGraph) PlanImage {
 	img := PlanImage{Final: final, Base: base}
 	for _, m := range g.manifests {
 		img.Manifests = append(img.Manifests, v1.Descriptor{MediaType: m.desc.MediaType, Digest: m.desc.Digest, Size: m.desc.Size, Platform: m.desc.Platform})
@@ -115,7 +114,13 @@ func newPlan(final, base ImageRef, g *imageGraph, omitted func(*blobUse) string)
 			img.Platforms = append(img.Platforms, m.desc.Platform.String())
 		}
 	}
-	p := &Plan{Version: PlanVersion, Images: []PlanImage{img}}
+	return img
+}
+
+// newPlan describes the images and every blob of g, their graphs merged;
+// omitted says, for a blob, why it is left out, or "" when it is carried.
+func newPlan(images []PlanImage, g *imageGraph, omitted func(*blobUse) string) *Plan {
+	p := &Plan{Version: PlanVersion, Images: images}
 	for _, b := range g.blobs {
 		reason := omitted(b)
 		p.Blobs = append(p.Blobs, PlanBlob{

@@ -254,24 +254,27 @@ func (a *archiveFile) blob(desc v1.Descriptor, report func(int64)) (io.Reader, e
 	return newVerifyingReader(s, desc, a.name, report)
 }
 
-// image walks the archive's single image. Archives with several images
-// are refused.
-func (a *archiveFile) image(ctx context.Context) (*imageGraph, error) {
-	if n := len(a.index.Manifests); n != 1 {
-		return nil, a.invalid("%s lists %d images; imo pushes an archive of one image", IndexFile, n)
+// images walks every image index.json lists, in its order, and checks
+// that the archive carries every blob imo.json says it does.
+func (a *archiveFile) images(ctx context.Context) ([]*imageGraph, error) {
+	if len(a.index.Manifests) > maxManifests {
+		return nil, a.invalid("%s lists %d images, more than the %d allowed", IndexFile, len(a.index.Manifests), maxManifests)
 	}
-	d := a.index.Manifests[0]
-	raw, err := a.manifest(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	desc := v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size, Platform: d.Platform}
-	g, err := walkImage(ctx, manifestNode{desc: desc, raw: raw}, a.manifest, a.name, 1)
-	if err != nil {
-		if ctx.Err() != nil {
+	var gs []*imageGraph
+	for _, d := range a.index.Manifests {
+		raw, err := a.manifest(ctx, d)
+		if err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArchive, a.name, err)
+		desc := v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size, Platform: d.Platform}
+		g, err := walkImage(ctx, manifestNode{desc: desc, raw: raw}, a.manifest, a.name, 1)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArchive, a.name, err)
+		}
+		gs = append(gs, g)
 	}
 	if a.plan != nil {
 		for _, b := range a.plan.Blobs {
@@ -280,25 +283,39 @@ func (a *archiveFile) image(ctx context.Context) (*imageGraph, error) {
 			}
 		}
 	}
-	return g, nil
+	return gs, nil
+}
+
+// imageName is the reference the archive gives its n-th image: the one
+// imo.json records, or else index.json's ref.name annotation.
+func (a *archiveFile) imageName(n int) string {
+	if a.plan != nil && len(a.plan.Images) == len(a.index.Manifests) {
+		if r := a.plan.Images[n].Final.Reference; r != "" {
+			return r
+		}
+	}
+	return a.index.Manifests[n].Annotations[refNameAnnotation]
 }
 
 // describe returns the archive's plan as the archive's contents show it,
 // with the base and final references from imo.json where it has them.
-func (a *archiveFile) describe(g *imageGraph) *Plan {
-	final := ImageRef{Reference: a.index.Manifests[0].Annotations[refNameAnnotation], Digest: g.top().desc.Digest}
-	var base ImageRef
-	reasons := map[v1.Hash]string{}
-	if a.plan != nil && len(a.plan.Images) == 1 {
-		base = a.plan.Images[0].Base
-		if r := a.plan.Images[0].Final.Reference; r != "" {
-			final.Reference = r
+func (a *archiveFile) describe(gs []*imageGraph) *Plan {
+	planned := a.plan != nil && len(a.plan.Images) == len(gs)
+	images := make([]PlanImage, len(gs))
+	for n, g := range gs {
+		var base ImageRef
+		if planned {
+			base = a.plan.Images[n].Base
 		}
+		images[n] = planImage(ImageRef{Reference: a.imageName(n), Digest: g.top().desc.Digest}, base, g)
+	}
+	reasons := map[v1.Hash]string{}
+	if planned {
 		for _, b := range a.plan.Blobs {
 			reasons[b.Digest] = b.Reason
 		}
 	}
-	return newPlan(final, base, g, func(b *blobUse) string {
+	return newPlan(images, mergeGraphs(gs), func(b *blobUse) string {
 		switch {
 		case a.has(b.desc.Digest):
 			return ""
@@ -322,9 +339,9 @@ func Inspect(ctx context.Context, path string) (*Plan, error) {
 		return nil, err
 	}
 	defer c.Close()
-	g, err := a.image(ctx)
+	gs, err := a.images(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return a.describe(g), nil
+	return a.describe(gs), nil
 }

@@ -96,11 +96,11 @@ func readAndWalk(b []byte) error {
 	if err != nil {
 		return err
 	}
-	g, err := a.image(context.Background())
+	gs, err := a.images(context.Background())
 	if err != nil {
 		return err
 	}
-	a.describe(g)
+	a.describe(gs)
 	return nil
 }
 

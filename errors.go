@@ -43,6 +43,16 @@ var (
 	// ErrInvalidOption means the options given to [New] are invalid or
 	// conflict with each other. Every method of the [Incremental] returns it.
 	ErrInvalidOption = errors.New("invalid option")
+
+	// ErrInvalidPairs means a list of base and final pairs (see
+	// [ParsePairs]) is malformed: a line without exactly two references,
+	// JSON that does not parse, a final image listed twice.
+	ErrInvalidPairs = errors.New("invalid list of image pairs")
+
+	// ErrInvalidTarget means a push or vet destination is neither an image
+	// reference nor a registry with an optional repository prefix, or an
+	// archive's image has no repository name to push it under.
+	ErrInvalidTarget = errors.New("invalid destination")
 )
 
 // MissingBlob is one blob that an archive leaves out and the destination

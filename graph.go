@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -151,6 +152,38 @@ func (g *imageGraph) use(d v1.Descriptor, config bool, user string) {
 	u := &blobUse{desc: v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, config: config, neededBy: []string{user}}
 	g.byDigest[d.Digest] = u
 	g.blobs = append(g.blobs, u)
+}
+
+// mergeGraphs returns the graph of several images: every manifest and
+// blob once, in the order the images first reference them.
+func mergeGraphs(gs []*imageGraph) *imageGraph {
+	if len(gs) == 1 {
+		return gs[0]
+	}
+	m := &imageGraph{byDigest: map[v1.Hash]*blobUse{}, seen: map[v1.Hash]bool{}}
+	for _, g := range gs {
+		for _, n := range g.manifests {
+			if !m.seen[n.desc.Digest] {
+				m.seen[n.desc.Digest] = true
+				m.manifests = append(m.manifests, n)
+			}
+		}
+		for _, b := range g.blobs {
+			u, ok := m.byDigest[b.desc.Digest]
+			if !ok {
+				u = &blobUse{desc: b.desc}
+				m.byDigest[b.desc.Digest] = u
+				m.blobs = append(m.blobs, u)
+			}
+			u.config = u.config || b.config
+			for _, user := range b.neededBy {
+				if !slices.Contains(u.neededBy, user) {
+					u.neededBy = append(u.neededBy, user)
+				}
+			}
+		}
+	}
+	return m
 }
 
 // checkManifest verifies a manifest's bytes, read from source, against its

@@ -351,8 +351,8 @@ func TestSkopeo(t *testing.T) {
 			if err != nil {
 				t.Fatalf("PushArchive(skopeo's archive of %s) = %v", ref, err)
 			}
-			if pushed.DigestStr() != want.String() {
-				t.Errorf("imo pushed skopeo's archive of %s at %s, want %s", ref, pushed.DigestStr(), want)
+			if got := pushed[0].Digest; got != want {
+				t.Errorf("imo pushed skopeo's archive of %s at %s, want %s", ref, got, want)
 			}
 		}
 	})

@@ -25,9 +25,16 @@ const Scratch = "scratch"
 // pullPlan is a resolved pull: what to write and where to fetch it.
 type pullPlan struct {
 	plan   *Plan
-	final  name.Reference
+	images []pulledImage
+	all    *imageGraph       // every manifest and blob of the images, once each
+	source map[v1.Hash]int // which image's repository serves each blob
+}
+
+// pulledImage is one final image of a pull.
+type pulledImage struct {
+	ref    name.Reference
 	graph  *imageGraph
-	client *repoClient // the final image's repository
+	client *repoClient // the image's repository
 }
 
 // Pull resolves base and final and returns a stream of the archive that
@@ -43,10 +50,19 @@ type pullPlan struct {
 // short archive. The caller must Close the stream; closing early stops the
 // transfer and waits for its goroutines to end.
 func (i *Incremental) Pull(ctx context.Context, base, final string) (io.ReadCloser, error) {
+	return i.PullBundle(ctx, []Pair{{Base: base, Final: final}})
+}
+
+// PullBundle is [Incremental.Pull] for several images at once: one archive
+// with an index.json entry per final image, in the order of pairs, named by
+// its reference. Every blob is stored once however many images and
+// platforms use it, and a blob is left out only when the base of every
+// image that uses it has it. Up to [WithJobs] images resolve at once.
+func (i *Incremental) PullBundle(ctx context.Context, pairs []Pair) (io.ReadCloser, error) {
 	if i.err != nil {
 		return nil, i.err
 	}
-	pp, err := i.resolve(ctx, base, final)
+	pp, err := i.resolve(ctx, pairs)
 	if err != nil {
 		i.pull.closeIdle()
 		return nil, err
@@ -66,11 +82,17 @@ func (i *Incremental) Pull(ctx context.Context, base, final string) (io.ReadClos
 // Plan resolves base and final as [Incremental.Pull] does and returns the
 // plan of the archive Pull would write, without downloading any blob.
 func (i *Incremental) Plan(ctx context.Context, base, final string) (*Plan, error) {
+	return i.PlanBundle(ctx, []Pair{{Base: base, Final: final}})
+}
+
+// PlanBundle is [Incremental.Plan] for the archive [Incremental.PullBundle]
+// would write.
+func (i *Incremental) PlanBundle(ctx context.Context, pairs []Pair) (*Plan, error) {
 	if i.err != nil {
 		return nil, i.err
 	}
 	defer i.pull.closeIdle()
-	pp, err := i.resolve(ctx, base, final)
+	pp, err := i.resolve(ctx, pairs)
 	if err != nil {
 		return nil, err
 	}
@@ -98,39 +120,84 @@ func (s *pullStream) Close() error {
 	return s.err
 }
 
-// resolve fetches the manifests of final and base and decides what the
-// archive carries.
-func (i *Incremental) resolve(ctx context.Context, base, final string) (*pullPlan, error) {
-	finalRef, err := i.parseRef(final, i.opts.plainPull)
-	if err != nil {
-		return nil, fmt.Errorf("final image: %w", err)
-	}
-	var baseRef name.Reference
-	if base != Scratch {
-		if baseRef, err = i.parseRef(base, i.opts.plainPull); err != nil {
-			return nil, fmt.Errorf("base image: %w", err)
-		}
-	}
+// pairRefs is a pair's parsed references; base is nil for scratch.
+type pairRefs struct {
+	base, final name.Reference
+}
 
-	pp := &pullPlan{final: finalRef}
-	var baseGraph *imageGraph
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.Go(func() error {
-		c, err := newRepoClient(ectx, finalRef.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, i.opts.retry, []string{finalRef.Context().Scope(transport.PullScope)})
-		if err != nil {
-			return err
+// parsePairs parses every reference of pairs before anything is fetched.
+func (i *Incremental) parsePairs(pairs []Pair) ([]pairRefs, error) {
+	if len(pairs) == 0 {
+		return nil, fmt.Errorf("%w: no image to pull", ErrInvalidPairs)
+	}
+	refs := make([]pairRefs, len(pairs))
+	seen := map[string]bool{}
+	for n, p := range pairs {
+		where := ""
+		if len(pairs) > 1 {
+			where = fmt.Sprintf(" of pair %d", n+1)
 		}
-		pp.client = c
-		pp.graph, err = i.resolveImage(ectx, c, finalRef, i.opts.platforms)
-		return err
-	})
-	if baseRef != nil {
+		if err := p.check(); err != nil {
+			return nil, fmt.Errorf("%w: pair %d: %v", ErrInvalidPairs, n+1, err)
+		}
+		var err error
+		if refs[n].final, err = i.parseRef(p.Final, i.opts.plainPull); err != nil {
+			return nil, fmt.Errorf("final image%s: %w", where, err)
+		}
+		if seen[refs[n].final.String()] {
+			return nil, fmt.Errorf("%w: final image %s is listed twice", ErrInvalidPairs, p.Final)
+		}
+		seen[refs[n].final.String()] = true
+		if p.Base != Scratch {
+			if refs[n].base, err = i.parseRef(p.Base, i.opts.plainPull); err != nil {
+				return nil, fmt.Errorf("base image%s: %w", where, err)
+			}
+		}
+	}
+	return refs, nil
+}
+
+// resolve fetches the manifests of every final and base image and decides
+// what the archive carries. Each distinct base is resolved once.
+func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, error) {
+	refs, err := i.parsePairs(pairs)
+	if err != nil {
+		return nil, err
+	}
+	pp := &pullPlan{images: make([]pulledImage, len(pairs)), source: map[v1.Hash]int{}}
+	bases := map[string]*imageGraph{}
+	var mu sync.Mutex
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(i.opts.jobs)
+	for n, r := range refs {
 		eg.Go(func() error {
-			c, err := newRepoClient(ectx, baseRef.Context(), i.pull, i.opts.baseAuth, i.opts.keychain, i.opts.retry, []string{baseRef.Context().Scope(transport.PullScope)})
+			c, err := newRepoClient(ectx, r.final.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, i.opts.retry, []string{r.final.Context().Scope(transport.PullScope)})
 			if err != nil {
 				return err
 			}
-			baseGraph, err = i.resolveImage(ectx, c, baseRef, nil)
+			g, err := i.resolveImage(ectx, c, r.final, i.opts.platforms)
+			pp.images[n] = pulledImage{ref: r.final, graph: g, client: c}
+			return err
+		})
+		if r.base == nil {
+			continue
+		}
+		mu.Lock()
+		_, started := bases[r.base.String()]
+		bases[r.base.String()] = nil
+		mu.Unlock()
+		if started {
+			continue
+		}
+		eg.Go(func() error {
+			c, err := newRepoClient(ectx, r.base.Context(), i.pull, i.opts.baseAuth, i.opts.keychain, i.opts.retry, []string{r.base.Context().Scope(transport.PullScope)})
+			if err != nil {
+				return err
+			}
+			g, err := i.resolveImage(ectx, c, r.base, nil)
+			mu.Lock()
+			bases[r.base.String()] = g
+			mu.Unlock()
 			return err
 		})
 	}
@@ -138,25 +205,41 @@ func (i *Incremental) resolve(ctx context.Context, base, final string) (*pullPla
 		return nil, err
 	}
 
-	finalID := ImageRef{Reference: final, Digest: pp.graph.top().desc.Digest}
-	baseID := ImageRef{Reference: Scratch}
-	inBase := map[v1.Hash]bool{}
-	if baseGraph != nil {
-		baseID = ImageRef{Reference: base, Digest: baseGraph.top().desc.Digest}
-		for _, b := range baseGraph.blobs {
-			if !b.config {
-				inBase[b.desc.Digest] = true
+	graphs := make([]*imageGraph, len(pairs))
+	inBase := make([]map[v1.Hash]bool, len(pairs))
+	images := make([]PlanImage, len(pairs))
+	for n, r := range refs {
+		img := pp.images[n]
+		graphs[n] = img.graph
+		base := ImageRef{Reference: Scratch}
+		inBase[n] = map[v1.Hash]bool{}
+		if r.base != nil {
+			bg := bases[r.base.String()]
+			base = ImageRef{Reference: pairs[n].Base, Digest: bg.top().desc.Digest}
+			for _, b := range bg.blobs {
+				if !b.config {
+					inBase[n][b.desc.Digest] = true
+				}
+			}
+		}
+		images[n] = planImage(ImageRef{Reference: pairs[n].Final, Digest: img.graph.top().desc.Digest}, base, img.graph)
+		for _, b := range img.graph.blobs {
+			if _, ok := pp.source[b.desc.Digest]; !ok {
+				pp.source[b.desc.Digest] = n
 			}
 		}
 	}
-	pp.plan = newPlan(finalID, baseID, pp.graph, func(b *blobUse) string {
-		switch {
-		case b.foreign():
+	pp.all = mergeGraphs(graphs)
+	pp.plan = newPlan(images, pp.all, func(b *blobUse) string {
+		if b.foreign() {
 			return reasonForeign
-		case !b.config && inBase[b.desc.Digest]:
-			return "in base"
 		}
-		return ""
+		for n, g := range graphs {
+			if _, uses := g.byDigest[b.desc.Digest]; uses && (b.config || !inBase[n][b.desc.Digest]) {
+				return ""
+			}
+		}
+		return "in base"
 	})
 	return pp, nil
 }
@@ -267,14 +350,13 @@ func imagePlatform(ctx context.Context, c *repoClient, n manifestNode) (v1.Platf
 // layout lays the archive out, and reports the blobs it leaves out.
 func (pp *pullPlan) layout(r Reporter) (*archiveLayout, error) {
 	l := &archiveLayout{}
-	top := pp.graph.top()
-	index := v1.IndexManifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIImageIndex,
-		Manifests: []v1.Descriptor{{
+	index := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
+	for n, img := range pp.images {
+		top := img.graph.top()
+		index.Manifests = append(index.Manifests, v1.Descriptor{
 			MediaType: top.desc.MediaType, Digest: top.desc.Digest, Size: top.desc.Size, Platform: top.desc.Platform,
-			Annotations: map[string]string{refNameAnnotation: pp.plan.Images[0].Final.Reference},
-		}},
+			Annotations: map[string]string{refNameAnnotation: pp.plan.Images[n].Final.Reference},
+		})
 	}
 	if err := l.file(LayoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
 		return nil, err
@@ -297,12 +379,10 @@ func (pp *pullPlan) layout(r Reporter) (*archiveLayout, error) {
 		return nil, err
 	}
 	written := map[v1.Hash]bool{}
-	for _, m := range pp.graph.manifests {
-		if !written[m.desc.Digest] {
-			written[m.desc.Digest] = true
-			if err := l.file(blobName(m.desc.Digest), m.raw); err != nil {
-				return nil, err
-			}
+	for _, m := range pp.all.manifests {
+		written[m.desc.Digest] = true
+		if err := l.file(blobName(m.desc.Digest), m.raw); err != nil {
+			return nil, err
 		}
 	}
 	// Configs before layers, so that a reader has all metadata before the
@@ -312,7 +392,7 @@ func (pp *pullPlan) layout(r Reporter) (*archiveLayout, error) {
 			switch {
 			case b.Config != config || written[b.Digest]:
 			case !b.Included:
-				r.Report(Event{Kind: BlobSkipped, Ref: pp.final.String(), Digest: b.Digest, MediaType: b.MediaType, Size: b.Size, Reason: b.Reason})
+				r.Report(Event{Kind: BlobSkipped, Ref: pp.sourceOf(b.Digest).ref.String(), Digest: b.Digest, MediaType: b.MediaType, Size: b.Size, Reason: b.Reason})
 			default:
 				written[b.Digest] = true
 				if err := l.blob(v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}); err != nil {
@@ -324,6 +404,9 @@ func (pp *pullPlan) layout(r Reporter) (*archiveLayout, error) {
 	l.end()
 	return l, nil
 }
+
+// sourceOf is the image whose repository serves the blob h.
+func (pp *pullPlan) sourceOf(h v1.Hash) pulledImage { return pp.images[pp.source[h]] }
 
 // Prefetching for the stream: each blob downloading ahead of the writer
 // holds at most prefetchChunks chunks of prefetchChunk bytes.
@@ -487,10 +570,11 @@ func (pp *pullPlan) copyBlob(ctx context.Context, w io.Writer, desc v1.Descripto
 // open starts downloading a blob, reporting its start and progress to r;
 // done reports its end.
 func (pp *pullPlan) open(ctx context.Context, desc v1.Descriptor, r Reporter) (rc io.ReadCloser, done func(), err error) {
-	ev := Event{Ref: pp.final.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
+	src := pp.sourceOf(desc.Digest)
+	ev := Event{Ref: src.ref.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
 	ev.Kind = BlobStarted
 	r.Report(ev)
-	rc, err = pp.client.blob(ctx, desc, func(n int64) {
+	rc, err = src.client.blob(ctx, desc, func(n int64) {
 		p := ev
 		p.Kind, p.Complete = BlobProgress, n
 		r.Report(p)
@@ -509,25 +593,37 @@ type dockerLoadEntry struct {
 	Layers   []string
 }
 
-// dockerManifest returns the docker-load manifest for a whole
-// single-platform image, and nil for any other archive.
+// dockerManifest returns the docker-load manifest when every image of the
+// archive is a single-platform image whose blobs the archive all carries,
+// and nil otherwise.
 func (pp *pullPlan) dockerManifest() []dockerLoadEntry {
-	top := pp.graph.top()
-	if pp.plan.Images[0].Base.Reference != Scratch || !top.desc.MediaType.IsImage() {
-		return nil
+	included := map[v1.Hash]bool{}
+	for _, b := range pp.plan.Blobs {
+		included[b.Digest] = b.Included
 	}
-	m, err := v1.ParseManifest(bytes.NewReader(top.raw))
-	if err != nil {
-		return nil
+	var entries []dockerLoadEntry
+	for _, img := range pp.images {
+		top := img.graph.top()
+		if !top.desc.MediaType.IsImage() {
+			return nil
+		}
+		m, err := v1.ParseManifest(bytes.NewReader(top.raw))
+		if err != nil || !included[m.Config.Digest] {
+			return nil
+		}
+		e := dockerLoadEntry{Config: blobName(m.Config.Digest), RepoTags: []string{}}
+		if tag, ok := img.ref.(name.Tag); ok {
+			e.RepoTags = append(e.RepoTags, tag.String())
+		}
+		for _, l := range m.Layers {
+			if !included[l.Digest] {
+				return nil
+			}
+			e.Layers = append(e.Layers, blobName(l.Digest))
+		}
+		entries = append(entries, e)
 	}
-	e := dockerLoadEntry{Config: blobName(m.Config.Digest), RepoTags: []string{}}
-	if tag, ok := pp.final.(name.Tag); ok {
-		e.RepoTags = append(e.RepoTags, tag.String())
-	}
-	for _, l := range m.Layers {
-		e.Layers = append(e.Layers, blobName(l.Digest))
-	}
-	return []dockerLoadEntry{e}
+	return entries
 }
 
 // PullToFile resolves base and final as [Incremental.Pull] does and writes
@@ -543,11 +639,17 @@ func (pp *pullPlan) dockerManifest() []dockerLoadEntry {
 // the process failing, and durability against power loss is left to the
 // file system. A new file gets mode 0644; a replaced one keeps its mode.
 func (i *Incremental) PullToFile(ctx context.Context, base, final, path string) (*Plan, error) {
+	return i.PullBundleToFile(ctx, []Pair{{Base: base, Final: final}}, path)
+}
+
+// PullBundleToFile writes the archive [Incremental.PullBundle] streams to
+// the file at path, as [Incremental.PullToFile] does.
+func (i *Incremental) PullBundleToFile(ctx context.Context, pairs []Pair, path string) (*Plan, error) {
 	if i.err != nil {
 		return nil, i.err
 	}
 	defer i.pull.closeIdle()
-	pp, err := i.resolve(ctx, base, final)
+	pp, err := i.resolve(ctx, pairs)
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,10 @@ import (
 	"io"
 	"os"
 
+	"sync"
+
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -24,65 +27,83 @@ import (
 // blob it needs is in place. Finally it checks that dst resolves to the
 // archive's digest. dst may name a digest instead of a tag, which must then
 // be the archive's.
+//
+// For an archive of several images, dst is a target, as [Incremental.PushVet]
+// describes. Each image is pushed all or nothing: one that fails to vet or
+// whose blobs do not all arrive gets no manifest, while the others are
+// pushed. A blob several images share is uploaded once and mounted into the
+// other repositories that need it.
 func (i *Incremental) Push(ctx context.Context, archive, dst string) error {
 	_, err := i.PushArchive(ctx, archive, dst)
 	return err
 }
 
-// PushArchive is [Incremental.Push], returning the reference by digest
-// that dst now resolves to.
-func (i *Incremental) PushArchive(ctx context.Context, archive, dst string) (name.Digest, error) {
+// PushArchive is [Incremental.Push], returning what became of each image.
+// The error is nil when every image was pushed; otherwise it joins each
+// failed image's error.
+func (i *Incremental) PushArchive(ctx context.Context, archive, dst string) ([]ImageResult, error) {
 	if i.err != nil {
-		return name.Digest{}, i.err
+		return nil, i.err
 	}
 	defer i.push.closeIdle()
-	t, err := i.openTarget(ctx, archive, dst, transport.PushScope)
+	j, err := i.openJob(ctx, archive, dst, transport.PushScope)
 	if err != nil {
-		return name.Digest{}, err
+		return nil, err
 	}
-	defer t.close()
-	a, g, ref, c := t.archive, t.graph, t.ref, t.client
-	top := g.top()
-	pushed := ref.Context().Digest(top.desc.Digest.String())
-	if d, ok := ref.(name.Digest); ok && d.DigestStr() != top.desc.Digest.String() {
-		return name.Digest{}, fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top.desc.Digest)
-	}
-	dest, err := i.vet(ctx, c, a, g, true)
-	if err != nil {
-		return name.Digest{}, err
-	}
-	if err := i.uploadBlobs(ctx, c, a, g, dest); err != nil {
-		return name.Digest{}, err
-	}
-	for j := len(g.manifests) - 1; j >= 1; j-- {
-		m := g.manifests[j]
-		if err := i.putManifest(ctx, c, c.repo.Digest(m.desc.Digest.String()), m); err != nil {
-			return name.Digest{}, err
+	defer j.close()
+	i.vetAll(ctx, j, true)
+	i.sendBlobs(ctx, j)
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(i.opts.jobs)
+	for _, img := range j.images {
+		if img.err == nil {
+			eg.Go(func() error {
+				img.err = i.putImage(ectx, img)
+				return nil
+			})
 		}
 	}
-	if err := i.putManifest(ctx, c, ref, top); err != nil {
-		return name.Digest{}, err
+	eg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	got, err := remote.Head(ref, c.options(ctx)...)
+	return j.results()
+}
+
+// putImage writes an image's manifests, the children first, and checks
+// that its destination then resolves to its digest.
+func (i *Incremental) putImage(ctx context.Context, img *destImage) error {
+	c, g := img.client, img.graph
+	for n := len(g.manifests) - 1; n >= 1; n-- {
+		m := g.manifests[n]
+		if err := i.putManifest(ctx, c, c.repo.Digest(m.desc.Digest.String()), m); err != nil {
+			return err
+		}
+	}
+	top := g.top()
+	if err := i.putManifest(ctx, c, img.ref, top); err != nil {
+		return err
+	}
+	got, err := remote.Head(img.ref, c.options(ctx)...)
 	if err != nil {
-		return name.Digest{}, fmt.Errorf("checking %s after push: %w", ref, err)
+		return fmt.Errorf("checking %s after push: %w", img.ref, err)
 	}
 	if got.Digest != top.desc.Digest {
-		return name.Digest{}, fmt.Errorf("%s resolves to %s after push, want %s", ref, got.Digest, top.desc.Digest)
+		return fmt.Errorf("%s resolves to %s after push, want %s", img.ref, got.Digest, top.desc.Digest)
 	}
-	return pushed, nil
+	return nil
 }
 
 // PushStream is [Incremental.PushArchive] for an archive read from r, such
 // as standard input. It spools the archive into a temporary file in the
 // [WithTempDir] directory, which it removes before returning.
-func (i *Incremental) PushStream(ctx context.Context, r io.Reader, dst string) (name.Digest, error) {
+func (i *Incremental) PushStream(ctx context.Context, r io.Reader, dst string) ([]ImageResult, error) {
 	if i.err != nil {
-		return name.Digest{}, i.err
+		return nil, i.err
 	}
 	f, err := os.CreateTemp(i.opts.tempDir, "imo-push-*.tar")
 	if err != nil {
-		return name.Digest{}, fmt.Errorf("spooling archive: %w", err)
+		return nil, fmt.Errorf("spooling archive: %w", err)
 	}
 	defer os.Remove(f.Name())
 	_, err = io.Copy(f, contextReader{ctx: ctx, r: r})
@@ -90,7 +111,7 @@ func (i *Incremental) PushStream(ctx context.Context, r io.Reader, dst string) (
 		err = cerr
 	}
 	if err != nil {
-		return name.Digest{}, fmt.Errorf("spooling archive to %s: %w", f.Name(), err)
+		return nil, fmt.Errorf("spooling archive to %s: %w", f.Name(), err)
 	}
 	return i.PushArchive(ctx, f.Name(), dst)
 }
@@ -108,53 +129,125 @@ func (c contextReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// uploadBlobs sends every blob the archive carries that the destination
-// lacks, and mounts the mountable ones.
-func (i *Incremental) uploadBlobs(ctx context.Context, c *repoClient, a *archiveFile, g *imageGraph, dest *destination) error {
+// blobTarget is a repository a blob must reach, and the images there
+// that need it.
+type blobTarget struct {
+	client *repoClient
+	from   name.Repository // a WithMountFrom repository holding it, if any
+	images []*destImage
+}
+
+// sendBlobs brings every blob an image that passed vet needs into its
+// repository: a blob the archive carries is uploaded once, into the first
+// repository that lacks it, and mounted into the others; a left-out blob
+// found in a WithMountFrom repository is mounted. An image a blob fails to
+// reach fails with it; the other images go on.
+func (i *Incremental) sendBlobs(ctx context.Context, j *pushJob) {
+	var order []v1.Hash
+	descs := map[v1.Hash]v1.Descriptor{}
+	targets := map[v1.Hash][]*blobTarget{}
+	for _, img := range j.images {
+		if img.err != nil {
+			continue
+		}
+		for _, b := range img.graph.blobs {
+			h := b.desc.Digest
+			ev := Event{Ref: img.ref.Context().String(), Digest: h, MediaType: b.desc.MediaType, Size: b.desc.Size, Kind: BlobSkipped}
+			from, mountable := img.dest.mountable[h]
+			switch {
+			case img.dest.present[h]:
+				ev.Reason = "destination has it"
+				i.opts.reporter.Report(ev)
+				continue
+			case b.foreign() && !j.archive.has(h):
+				ev.Reason = reasonForeign
+				i.opts.reporter.Report(ev)
+				continue
+			case !mountable && !j.archive.has(h):
+				continue // vet found it missing; the image has failed
+			}
+			if _, ok := targets[h]; !ok {
+				order = append(order, h)
+				descs[h] = b.desc
+			}
+			var t *blobTarget
+			for _, have := range targets[h] {
+				if have.client == img.client {
+					t = have
+				}
+			}
+			if t == nil {
+				t = &blobTarget{client: img.client, from: from}
+				targets[h] = append(targets[h], t)
+			}
+			t.images = append(t.images, img)
+		}
+	}
+	var mu sync.Mutex
+	fail := func(t *blobTarget, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, img := range t.images {
+			if img.err == nil {
+				img.err = fmt.Errorf("%s: %w", img.ref, err)
+			}
+		}
+	}
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(i.opts.jobs)
-	for _, b := range g.blobs {
-		ev := Event{Ref: c.repo.String(), Digest: b.desc.Digest, MediaType: b.desc.MediaType, Size: b.desc.Size}
-		if dest.present[b.desc.Digest] {
-			ev.Kind, ev.Reason = BlobSkipped, "destination has it"
-			i.opts.reporter.Report(ev)
-			continue
-		}
-		if b.foreign() && !a.has(b.desc.Digest) {
-			ev.Kind, ev.Reason = BlobSkipped, reasonForeign
-			i.opts.reporter.Report(ev)
-			continue
-		}
-		if from, ok := dest.mountable[b.desc.Digest]; ok {
-			eg.Go(func() error {
-				if err := c.mount(ectx, b.desc.Digest, from); err != nil {
-					return err
-				}
-				ev.Kind, ev.Reason = BlobSkipped, "mounted from "+from.RepositoryStr()
-				i.opts.reporter.Report(ev)
-				return nil
-			})
-			continue
-		}
+	for _, h := range order {
 		eg.Go(func() error {
-			ev.Kind = BlobStarted
-			i.opts.reporter.Report(ev)
-			err := c.upload(ectx, b.desc, func() (io.Reader, error) {
-				return a.blob(b.desc, func(n int64) {
-					p := ev
-					p.Kind, p.Complete = BlobProgress, n
-					i.opts.reporter.Report(p)
-				})
-			})
-			if err != nil {
-				return err
+			var uploaded *repoClient
+			for _, t := range targets[h] {
+				var err error
+				switch {
+				case t.from != (name.Repository{}):
+					err = i.mountBlob(ectx, t.client, descs[h], t.from)
+				case uploaded != nil:
+					if err = i.mountBlob(ectx, t.client, descs[h], uploaded.repo); err != nil && j.archive.has(h) {
+						err = i.uploadBlob(ectx, t.client, j.archive, descs[h])
+					}
+				default:
+					if err = i.uploadBlob(ectx, t.client, j.archive, descs[h]); err == nil {
+						uploaded = t.client
+					}
+				}
+				if err != nil {
+					fail(t, err)
+				}
 			}
-			ev.Kind, ev.Complete = BlobDone, b.desc.Size
-			i.opts.reporter.Report(ev)
 			return nil
 		})
 	}
-	return eg.Wait()
+	eg.Wait()
+}
+
+// mountBlob mounts desc from the repository from into c's repository.
+func (i *Incremental) mountBlob(ctx context.Context, c *repoClient, desc v1.Descriptor, from name.Repository) error {
+	if err := c.mount(ctx, desc.Digest, from); err != nil {
+		return err
+	}
+	i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: c.repo.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Reason: "mounted from " + from.RepositoryStr()})
+	return nil
+}
+
+// uploadBlob uploads desc from the archive into c's repository.
+func (i *Incremental) uploadBlob(ctx context.Context, c *repoClient, a *archiveFile, desc v1.Descriptor) error {
+	ev := Event{Kind: BlobStarted, Ref: c.repo.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
+	i.opts.reporter.Report(ev)
+	err := c.upload(ctx, desc, func() (io.Reader, error) {
+		return a.blob(desc, func(n int64) {
+			p := ev
+			p.Kind, p.Complete = BlobProgress, n
+			i.opts.reporter.Report(p)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	ev.Kind, ev.Complete = BlobDone, desc.Size
+	i.opts.reporter.Report(ev)
+	return nil
 }
 
 func (i *Incremental) putManifest(ctx context.Context, c *repoClient, ref name.Reference, m manifestNode) error {

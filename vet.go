@@ -2,6 +2,7 @@ package imo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -12,59 +13,58 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// PushVet checks, before anything is sent, that the repository of dst holds
+// ImageResult is what became of one image of an archive at its
+// destination.
+type ImageResult struct {
+	// Image is the reference the archive names the image by.
+	Image string
+	// Destination is where the image goes: a tag, or a digest.
+	Destination name.Reference
+	// Digest is the digest of the image's top manifest.
+	Digest v1.Hash
+	// Err is why the image failed to vet or push, or nil. When vet finds
+	// blobs missing it is a [*MissingBlobsError].
+	Err error
+}
+
+// Pushed is the destination repository at the image's digest.
+func (r ImageResult) Pushed() name.Digest {
+	return r.Destination.Context().Digest(r.Digest.String())
+}
+
+// PushVet checks, before anything is sent, that the destination holds
 // every blob the archive references but leaves out: layers and configs, of
-// every platform. It asks the registry about each such blob (one HEAD
-// request per blob, in the destination repository itself). If any is
-// missing it returns a [*MissingBlobsError] naming all of them, which wraps
-// [ErrMissingBlobs].
+// every platform and every image. It asks the registry about each such
+// blob (one HEAD request per blob and repository, in the destination
+// repository itself). If any is missing it returns a [*MissingBlobsError]
+// naming all of them, which wraps [ErrMissingBlobs].
+//
+// dst is an image reference for an archive of one image. For an archive of
+// several images, or when dst ends in "/", dst is a target, a registry
+// host[:port] with an optional /prefix: each image goes to the target, then
+// the repository path and tag of the reference the archive names it by
+// (an archive of registry.example/team/app:v2 pushed to site:5000/mirror
+// lands at site:5000/mirror/team/app:v2).
 func (i *Incremental) PushVet(ctx context.Context, archive, dst string) error {
-	if i.err != nil {
-		return i.err
-	}
-	defer i.push.closeIdle()
-	t, err := i.openTarget(ctx, archive, dst, transport.PullScope)
-	if err != nil {
-		return err
-	}
-	defer t.close()
-	_, err = i.vet(ctx, t.client, t.archive, t.graph, false)
+	_, err := i.VetArchive(ctx, archive, dst)
 	return err
 }
 
-// pushTarget is an archive's image and the repository it goes to.
-type pushTarget struct {
-	archive *archiveFile
-	file    io.Closer
-	graph   *imageGraph
-	ref     name.Reference
-	client  *repoClient
-}
-
-func (t *pushTarget) close() { t.file.Close() }
-
-// openTarget reads the archive and logs in to dst's repository for action
-// (pull to vet, push to push).
-func (i *Incremental) openTarget(ctx context.Context, archive, dst, action string) (*pushTarget, error) {
-	ref, err := i.parseRef(dst, i.opts.plainPush)
-	if err != nil {
-		return nil, fmt.Errorf("destination: %w", err)
+// VetArchive is [Incremental.PushVet], returning what it found for each
+// image. The error is nil when every image passed; otherwise it joins
+// each failed image's error.
+func (i *Incremental) VetArchive(ctx context.Context, archive, dst string) ([]ImageResult, error) {
+	if i.err != nil {
+		return nil, i.err
 	}
-	a, file, err := openArchive(archive)
+	defer i.push.closeIdle()
+	j, err := i.openJob(ctx, archive, dst, transport.PullScope)
 	if err != nil {
 		return nil, err
 	}
-	g, err := a.image(ctx)
-	if err != nil {
-		file.Close()
-		return nil, err
-	}
-	c, err := newRepoClient(ctx, ref.Context(), i.push, i.opts.pushAuth, i.opts.keychain, i.opts.retry, i.destScopes(ref.Context(), action))
-	if err != nil {
-		file.Close()
-		return nil, err
-	}
-	return &pushTarget{archive: a, file: file, graph: g, ref: ref, client: c}, nil
+	defer j.close()
+	i.vetAll(ctx, j, false)
+	return j.results()
 }
 
 // PushVet is [Incremental.PushVet] with the default options.
@@ -72,7 +72,130 @@ func PushVet(ctx context.Context, archive, dst string) error {
 	return New().PushVet(ctx, archive, dst)
 }
 
-// destination is what the destination holds of an archive's blobs.
+// pushJob is an archive opened for vet or push, and where each of its
+// images goes.
+type pushJob struct {
+	archive *archiveFile
+	file    io.Closer
+	images  []*destImage
+}
+
+// destImage is one image of an archive at its destination.
+type destImage struct {
+	name   string // the reference the archive names it by
+	graph  *imageGraph
+	ref    name.Reference
+	client *repoClient
+	dest   *destination // what vet found at the destination
+	err    error        // why the image failed
+}
+
+func (j *pushJob) close() { j.file.Close() }
+
+// results returns every image's result, and an error joining those of the
+// images that failed.
+func (j *pushJob) results() ([]ImageResult, error) {
+	out := make([]ImageResult, len(j.images))
+	var errs []error
+	for n, img := range j.images {
+		out[n] = ImageResult{Image: img.name, Destination: img.ref, Digest: img.graph.top().desc.Digest, Err: img.err}
+		if img.err != nil {
+			errs = append(errs, img.err)
+		}
+	}
+	switch {
+	case len(errs) == 0:
+		return out, nil
+	case len(j.images) == 1:
+		return out, errs[0]
+	}
+	return out, fmt.Errorf("%d of %d images failed: %w", len(errs), len(j.images), errors.Join(errs...))
+}
+
+// openJob reads the archive, decides where each image goes, and logs in to
+// each destination repository for action (pull to vet, push to push).
+func (i *Incremental) openJob(ctx context.Context, archive, dst, action string) (*pushJob, error) {
+	a, file, err := openArchive(archive)
+	if err != nil {
+		return nil, err
+	}
+	j := &pushJob{archive: a, file: file}
+	if err := i.placeImages(ctx, j, dst); err != nil {
+		file.Close()
+		return nil, err
+	}
+	repos := map[string]name.Repository{}
+	for _, img := range j.images {
+		repos[img.ref.Context().String()] = img.ref.Context()
+	}
+	clients := map[string]*repoClient{}
+	var mu sync.Mutex
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(i.opts.jobs)
+	for key, repo := range repos {
+		eg.Go(func() error {
+			c, err := newRepoClient(ectx, repo, i.push, i.opts.pushAuth, i.opts.keychain, i.opts.retry, i.destScopes(repo, action, repos))
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			clients[key] = c
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		file.Close()
+		return nil, err
+	}
+	for _, img := range j.images {
+		img.client = clients[img.ref.Context().String()]
+	}
+	return j, nil
+}
+
+// placeImages walks the archive's images and decides where each goes.
+func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) error {
+	gs, err := j.archive.images(ctx)
+	if err != nil {
+		return err
+	}
+	if !isTarget(dst, len(gs)) {
+		ref, err := i.parseRef(dst, i.opts.plainPush)
+		if err != nil {
+			return fmt.Errorf("destination: %w", err)
+		}
+		top := gs[0].top().desc.Digest
+		if d, ok := ref.(name.Digest); ok && d.DigestStr() != top.String() {
+			return fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top)
+		}
+		j.images = []*destImage{{name: j.archive.imageName(0), graph: gs[0], ref: ref}}
+		return nil
+	}
+	t, err := i.parseTarget(dst)
+	if err != nil {
+		if len(gs) > 1 {
+			return fmt.Errorf("the archive holds %d images, so the destination must be a registry or registry/prefix: %w", len(gs), err)
+		}
+		return err
+	}
+	seen := map[string]int{}
+	for n, g := range gs {
+		src := j.archive.imageName(n)
+		ref, err := t.ref(src)
+		if err != nil {
+			return fmt.Errorf("image %d of %s: %w", n+1, j.archive.name, err)
+		}
+		if prev, dup := seen[ref.String()]; dup && gs[prev].top().desc.Digest != g.top().desc.Digest {
+			return fmt.Errorf("%w: images %d and %d of %s both land at %s", ErrInvalidTarget, prev+1, n+1, j.archive.name, ref)
+		}
+		seen[ref.String()] = n
+		j.images = append(j.images, &destImage{name: src, graph: g, ref: ref})
+	}
+	return nil
+}
+
+// destination is what the destination holds of an image's blobs.
 type destination struct {
 	// present are the blobs the destination repository holds.
 	present map[v1.Hash]bool
@@ -81,11 +204,49 @@ type destination struct {
 	mountable map[v1.Hash]name.Repository
 }
 
+// blobCheck remembers what repositories hold, so that a blob shared by
+// several images is asked about once per repository.
+type blobCheck struct {
+	mu    sync.Mutex
+	known map[string]bool
+}
+
+func (bc *blobCheck) exists(ctx context.Context, c *repoClient, repo name.Repository, h v1.Hash) (bool, error) {
+	key := repo.String() + "@" + h.String()
+	bc.mu.Lock()
+	ok, asked := bc.known[key]
+	bc.mu.Unlock()
+	if asked {
+		return ok, nil
+	}
+	ok, err := c.blobExists(ctx, repo, h)
+	if err != nil {
+		return false, err
+	}
+	bc.mu.Lock()
+	bc.known[key] = ok
+	bc.mu.Unlock()
+	return ok, nil
+}
+
+// vetAll vets every image, recording in each what its destination holds
+// or why it failed; with all, it asks about the blobs the archive carries
+// too, which a push needs to know.
+func (i *Incremental) vetAll(ctx context.Context, j *pushJob, all bool) {
+	bc := &blobCheck{known: map[string]bool{}}
+	for _, img := range j.images {
+		img.dest, img.err = i.vet(ctx, bc, img.client, j.archive, img.graph, all)
+		if img.err != nil {
+			img.err = fmt.Errorf("%s: %w", img.ref, img.err)
+		}
+	}
+}
+
 // vet asks the destination about every blob the archive leaves out, and,
 // with all, about the blobs it carries too; left-out blobs the destination
 // repository lacks are then looked for in the WithMountFrom repositories.
 // It returns a [*MissingBlobsError] if any left-out blob is nowhere.
-func (i *Incremental) vet(ctx context.Context, c *repoClient, a *archiveFile, g *imageGraph, all bool) (*destination, error) {
+func (i *Incremental) vet(ctx context.Context, bc *blobCheck, c *repoClient, a *archiveFile, g *imageGraph, all bool) (*destination, error) {
 	d := &destination{present: map[v1.Hash]bool{}, mountable: map[v1.Hash]name.Repository{}}
 	var mu sync.Mutex
 	ask := func(blobs []*blobUse, repo name.Repository, record func(v1.Hash)) error {
@@ -93,7 +254,7 @@ func (i *Incremental) vet(ctx context.Context, c *repoClient, a *archiveFile, g 
 		eg.SetLimit(i.opts.jobs)
 		for _, b := range blobs {
 			eg.Go(func() error {
-				ok, err := c.blobExists(ectx, repo, b.desc.Digest)
+				ok, err := bc.exists(ectx, c, repo, b.desc.Digest)
 				if err != nil || !ok {
 					return err
 				}
@@ -157,11 +318,19 @@ func (i *Incremental) parseRef(s string, plainHTTP bool) (name.Reference, error)
 }
 
 // destScopes are the token scopes for the destination repository with the
-// given action, and pull on every WithMountFrom repository.
-func (i *Incremental) destScopes(repo name.Repository, action string) []string {
+// given action, and pull on every other repository it may mount blobs
+// from: those of WithMountFrom and the other destinations of the job.
+func (i *Incremental) destScopes(repo name.Repository, action string, others map[string]name.Repository) []string {
 	scopes := []string{repo.Scope(action)}
 	for _, from := range i.mountFromRepos(repo) {
 		scopes = append(scopes, from.Scope(transport.PullScope))
+	}
+	if action == transport.PushScope {
+		for _, o := range others {
+			if o != repo && o.Registry == repo.Registry {
+				scopes = append(scopes, o.Scope(transport.PullScope))
+			}
+		}
 	}
 	return scopes
 }

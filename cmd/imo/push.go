@@ -2,20 +2,28 @@ package main
 
 import (
 	"fmt"
+	"io"
 
-	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/imokit/imo"
 	"github.com/spf13/cobra"
 )
 
 func newPushCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "push ARCHIVE DEST",
-		Short: "Vet, then push ARCHIVE so that DEST holds exactly its final image",
+		Short: "Vet, then push ARCHIVE so that DEST holds exactly its images",
 		Long: `Vet, then push the archive: upload the blobs it carries that DEST lacks, then
 the manifests, then the tag, so that DEST holds exactly the final image, digest
 for digest. Nothing is uploaded when a blob is missing (exit status 3). Prints
-the pushed reference by digest. ARCHIVE may be - for standard input.`,
+each pushed reference by digest. ARCHIVE may be - for standard input.
+
+DEST is an image reference for an archive of one image. For an archive of
+several images (a bundle), or when DEST ends in "/", DEST is a registry
+host[:port] with an optional /prefix, and each image lands at DEST, then the
+repository path and tag it has in the archive. Each image is pushed all or
+nothing; imo goes on with the others and exits non-zero if any failed.`,
 		Example: `  imo push difference.tar site-registry:5000/app:v2
+  imo push bundle.tar site-registry:5000/mirror
   imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -26,17 +34,28 @@ the pushed reference by digest. ARCHIVE may be - for standard input.`,
 			if err != nil {
 				return err
 			}
-			var pushed name.Digest
+			var results []imo.ImageResult
 			if args[0] == "-" {
-				pushed, err = inc.PushStream(cmd.Context(), cmd.InOrStdin(), args[1])
+				results, err = inc.PushStream(cmd.Context(), cmd.InOrStdin(), args[1])
 			} else {
-				pushed, err = inc.PushArchive(cmd.Context(), args[0], args[1])
+				results, err = inc.PushArchive(cmd.Context(), args[0], args[1])
 			}
-			if err != nil {
-				return err
+			if werr := printPushed(cmd.OutOrStdout(), results); err == nil {
+				err = werr
 			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), pushed)
 			return err
 		},
 	}
+}
+
+// printPushed prints the reference by digest of every image pushed.
+func printPushed(w io.Writer, results []imo.ImageResult) error {
+	for _, r := range results {
+		if r.Err == nil {
+			if _, err := fmt.Fprintln(w, r.Pushed()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/imokit/imo"
@@ -12,31 +13,47 @@ import (
 func newVetCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "vet ARCHIVE DEST",
-		Short: "Check that DEST's repository holds every blob ARCHIVE leaves out",
-		Long: `Check, before anything is sent, that the repository of DEST holds every blob
-the archive references but leaves out, asking the registry about each one.
-Exit status 0 when nothing is missing, 3 when blobs are missing (each is
-listed on standard output), 1 on other errors.`,
-		Example: `  imo vet difference.tar site-registry:5000/app:v2`,
-		Args:    exactArgs(2),
+		Short: "Check that DEST holds every blob ARCHIVE leaves out",
+		Long: `Check, before anything is sent, that the destination holds every blob the
+archive references but leaves out, asking the registry about each one. DEST is
+an image reference, or for a bundle a registry host[:port] with an optional
+/prefix (see imo push). Prints one line per image, and each missing blob.
+Exit status 0 when nothing is missing, 3 when blobs are missing, 1 on other
+errors.`,
+		Example: `  imo vet difference.tar site-registry:5000/app:v2
+  imo vet bundle.tar site-registry:5000/mirror`,
+		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			inc, err := newIncremental(cmd, g, pushSide)
 			if err != nil {
 				return err
 			}
-			err = inc.PushVet(cmd.Context(), args[0], args[1])
-			var missing *imo.MissingBlobsError
-			if errors.As(err, &missing) {
-				for _, b := range missing.Blobs {
-					fmt.Fprintf(cmd.OutOrStdout(), "missing %s %d %s needed by %s\n", b.Digest, b.Size, b.MediaType, strings.Join(b.NeededBy, ", "))
-				}
-				return fmt.Errorf("%s lacks %d blob(s) the archive leaves out: %w", missing.Repository, len(missing.Blobs), imo.ErrMissingBlobs)
+			results, err := inc.VetArchive(cmd.Context(), args[0], args[1])
+			if werr := printVet(cmd.OutOrStdout(), results); werr != nil && err == nil {
+				err = werr
 			}
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s holds every blob %s leaves out\n", args[1], args[0])
 			return err
 		},
 	}
+}
+
+// printVet prints what vet found for each image.
+func printVet(w io.Writer, results []imo.ImageResult) error {
+	var b strings.Builder
+	for _, r := range results {
+		var missing *imo.MissingBlobsError
+		switch {
+		case r.Err == nil:
+			fmt.Fprintf(&b, "ok %s: holds every blob the archive leaves out\n", r.Destination)
+		case errors.As(r.Err, &missing):
+			fmt.Fprintf(&b, "lacking %s: %d blob(s) missing\n", r.Destination, len(missing.Blobs))
+			for _, m := range missing.Blobs {
+				fmt.Fprintf(&b, "missing %s %d %s needed by %s\n", m.Digest, m.Size, m.MediaType, strings.Join(m.NeededBy, ", "))
+			}
+		default:
+			fmt.Fprintf(&b, "failed %s\n", r.Destination)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
