@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -100,6 +101,32 @@ func (p *Plan) Bytes() (carried, whole int64) {
 		whole += b.Size
 		if b.Included {
 			carried += b.Size
+		}
+	}
+	return carried, whole
+}
+
+// ImageBytes returns how many content bytes the archive carries for its
+// n-th image (its manifests and the included blobs it uses) and how many
+// the whole image takes. Across images, shared blobs count in each image
+// that uses them: the sum over images less [Plan.Bytes] is what storing
+// each blob once saves.
+func (p *Plan) ImageBytes(n int) (carried, whole int64) {
+	mine := map[string]bool{}
+	for _, m := range p.Images[n].Manifests {
+		carried += m.Size
+		whole += m.Size
+		mine[m.Digest.String()] = true
+	}
+	for _, b := range p.Blobs {
+		for _, user := range b.NeededBy {
+			if mine[user[strings.LastIndexByte(user, ' ')+1:]] {
+				whole += b.Size
+				if b.Included {
+					carried += b.Size
+				}
+				break
+			}
 		}
 	}
 	return carried, whole

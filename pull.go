@@ -184,7 +184,9 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 		}
 		mu.Lock()
 		_, started := bases[r.base.String()]
-		bases[r.base.String()] = nil
+		if !started {
+			bases[r.base.String()] = nil
+		}
 		mu.Unlock()
 		if started {
 			continue

@@ -76,13 +76,36 @@ func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
 		return err
 	}
 	carried, whole := p.Bytes()
-	saving := 0.0
-	if whole > 0 {
-		saving = 100 * float64(whole-carried) / float64(whole)
+	if len(p.Images) > 1 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "IMAGE\tCARRIED\tWHOLE\tSAVES")
+		var sum int64
+		for n, img := range p.Images {
+			c, wh := p.ImageBytes(n)
+			sum += wh
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f%%\n", img.Final.Reference, c, wh, percent(wh-c, wh))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\nthe %d images take %d bytes one by one, %d with each blob once (deduplication saves %.1f%%)\n", len(p.Images), sum, whole, percent(sum-whole, sum))
 	}
-	fmt.Fprintf(w, "\ncarries %d of %d bytes (saves %.1f%% against the whole image)\n", carried, whole, saving)
+	what := "the whole image"
+	if len(p.Images) > 1 {
+		what = "the whole images"
+	}
+	fmt.Fprintf(w, "\ncarries %d of %d bytes (saves %.1f%% against %s)\n", carried, whole, percent(whole-carried, whole), what)
 	if archiveSize >= 0 {
 		fmt.Fprintf(w, "archive file: %d bytes\n", archiveSize)
 	}
 	return nil
+}
+
+// percent is part as a percentage of whole.
+func percent(part, whole int64) float64 {
+	if whole == 0 {
+		return 0
+	}
+	return 100 * float64(part) / float64(whole)
 }

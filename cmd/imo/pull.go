@@ -11,26 +11,41 @@ import (
 )
 
 func newPullCmd(g *globalFlags) *cobra.Command {
-	var output string
+	var output, from string
 	var dryRun bool
 	cmd := &cobra.Command{
-		Use:   "pull BASE FINAL",
+		Use:   "pull BASE FINAL | pull --from FILE",
 		Short: "Write the archive of everything FINAL needs that BASE lacks",
 		Long: `Write the archive of everything FINAL needs that BASE lacks: every manifest and
 config of FINAL, and each layer no platform of BASE has. BASE may be "scratch"
-for the whole image. The output file appears complete or not at all.`,
+for the whole image. The output file appears complete or not at all.
+
+With --from FILE, write one archive (a bundle) of many images: FILE lists
+"BASE FINAL" pairs, one per line, with # comments, or a JSON array of
+{"base": ..., "final": ...} objects; - reads standard input. Every blob is
+stored once, and left out only when the base of every image using it has it.`,
 		Example: `  imo pull registry.example/app:v1 registry.example/app:v2 -o difference.tar
   imo pull scratch registry.example/app:v2 -o app-v2.tar --platform linux/amd64
   imo pull --dry-run registry.example/app:v1 registry.example/app:v2
+  imo pull --from release.txt -o bundle.tar
   imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2`,
-		Args: exactArgs(2),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("from") {
+				return exactArgs(0)(cmd, args)
+			}
+			return exactArgs(2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			pairs, err := readPairs(cmd, from, args)
+			if err != nil {
+				return err
+			}
 			inc, err := newIncremental(cmd, g, pullSide)
 			if err != nil {
 				return err
 			}
 			if dryRun {
-				plan, err := inc.Plan(cmd.Context(), args[0], args[1])
+				plan, err := inc.PlanBundle(cmd.Context(), pairs)
 				if err != nil {
 					return err
 				}
@@ -40,18 +55,40 @@ for the whole image. The output file appears complete or not at all.`,
 				if f, ok := cmd.OutOrStdout().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 					return usagef("refusing to write an archive to a terminal: redirect standard output or use -o FILE")
 				}
-				return pullTo(cmd, inc, args, cmd.OutOrStdout())
+				return pullTo(cmd, inc, pairs, cmd.OutOrStdout())
 			}
-			return pullToFile(cmd, inc, args, output)
+			return pullToFile(cmd, inc, pairs, output)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "difference.tar", "archive file to write, or - for standard output")
+	cmd.Flags().StringVar(&from, "from", "", "pull every BASE FINAL pair FILE lists into one archive (- for standard input)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print which blobs would be carried and omitted, and the saving, without downloading any")
 	return cmd
 }
 
-func pullTo(cmd *cobra.Command, inc *imo.Incremental, args []string, w io.Writer) error {
-	diff, err := inc.Pull(cmd.Context(), args[0], args[1])
+// readPairs returns the pairs to pull: those the file from lists, or the
+// one the arguments name.
+func readPairs(cmd *cobra.Command, from string, args []string) ([]imo.Pair, error) {
+	if !cmd.Flags().Changed("from") {
+		return []imo.Pair{{Base: args[0], Final: args[1]}}, nil
+	}
+	if from == "-" {
+		return imo.ParsePairs(cmd.InOrStdin())
+	}
+	f, err := os.Open(from)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	pairs, err := imo.ParsePairs(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	return pairs, nil
+}
+
+func pullTo(cmd *cobra.Command, inc *imo.Incremental, pairs []imo.Pair, w io.Writer) error {
+	diff, err := inc.PullBundle(cmd.Context(), pairs)
 	if err != nil {
 		return err
 	}
@@ -63,8 +100,8 @@ func pullTo(cmd *cobra.Command, inc *imo.Incremental, args []string, w io.Writer
 }
 
 // pullToFile writes the archive to path, complete or not at all.
-func pullToFile(cmd *cobra.Command, inc *imo.Incremental, args []string, path string) error {
-	if _, err := inc.PullToFile(cmd.Context(), args[0], args[1], path); err != nil {
+func pullToFile(cmd *cobra.Command, inc *imo.Incremental, pairs []imo.Pair, path string) error {
+	if _, err := inc.PullBundleToFile(cmd.Context(), pairs, path); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintln(cmd.OutOrStdout(), path)

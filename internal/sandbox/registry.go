@@ -11,6 +11,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -44,8 +45,15 @@ func NewRegistry(wrap func(http.Handler) http.Handler, cfg *tls.Config) *Registr
 	}
 	r.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
-		r.requests = append(r.requests, req.Method+" "+req.URL.RequestURI())
+		uri, err := url.QueryUnescape(req.URL.RequestURI())
+		if err != nil {
+			uri = req.URL.RequestURI()
+		}
+		r.requests = append(r.requests, req.Method+" "+uri)
 		r.mu.Unlock()
+		if r.blobs.mount(w, req) {
+			return
+		}
 		h.ServeHTTP(w, req)
 	}))
 	r.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what TLS tests provoke
@@ -63,7 +71,7 @@ func NewRegistry(wrap func(http.Handler) http.Handler, cfg *tls.Config) *Registr
 func (r *Registry) Ref(repo string) string { return r.Host + "/" + repo }
 
 // Count returns how many requests used method and contained substr in
-// their path or query.
+// their path or query, unescaped.
 func (r *Registry) Count(method, substr string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -152,6 +160,36 @@ func (b *repoBlobs) Get(_ context.Context, repo string, h v1.Hash) (io.ReadClose
 		return nil, registry.ErrNotFound
 	}
 	return io.NopCloser(bytes.NewReader(c)), nil
+}
+
+// mount serves a cross-repository blob mount (POST
+// /v2/REPO/blobs/uploads/?mount=DIGEST&from=OTHER), which the in-process
+// registry lacks, when OTHER holds the blob; it reports whether it
+// answered.
+func (b *repoBlobs) mount(w http.ResponseWriter, req *http.Request) bool {
+	repo, ok := strings.CutSuffix(strings.TrimPrefix(req.URL.Path, "/v2/"), "/blobs/uploads/")
+	q := req.URL.Query()
+	if req.Method != http.MethodPost || !ok || q.Get("mount") == "" || q.Get("from") == "" {
+		return false
+	}
+	h, err := v1.NewHash(q.Get("mount"))
+	if err != nil {
+		return false
+	}
+	c, ok := b.get(q.Get("from"), h)
+	if !ok {
+		return false
+	}
+	b.mu.Lock()
+	if b.blobs[repo] == nil {
+		b.blobs[repo] = map[v1.Hash][]byte{}
+	}
+	b.blobs[repo][h] = c
+	b.mu.Unlock()
+	w.Header().Set("Location", "/v2/"+repo+"/blobs/"+h.String())
+	w.Header().Set("Docker-Content-Digest", h.String())
+	w.WriteHeader(http.StatusCreated)
+	return true
 }
 
 // Put implements registry.BlobPutHandler.
