@@ -75,13 +75,7 @@ func (r *Registry) Ref(repo string) string { return r.Host + "/" + repo }
 func (r *Registry) Count(method, substr string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
-	for _, q := range r.requests {
-		if strings.HasPrefix(q, method+" ") && strings.Contains(q, substr) {
-			n++
-		}
-	}
-	return n
+	return countRequests(r.requests, method, substr)
 }
 
 // ResetCounts forgets the requests served so far.
