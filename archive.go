@@ -64,6 +64,11 @@ type PlanImage struct {
 	// Manifests are every manifest of the final image, the top one first.
 	// Archives always carry them.
 	Manifests []v1.Descriptor `json:"manifests"`
+	// Subject is set for an artifact that refers to another image of the
+	// archive (a signature, an attestation, an SBOM): the digest of the
+	// manifest it refers to. Push writes it after that image, into the
+	// same repository.
+	Subject v1.Hash `json:"subject,omitzero"`
 }
 
 // ImageRef is an image reference and the digest it resolved to.

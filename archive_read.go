@@ -297,6 +297,15 @@ func (a *archiveFile) imageName(n int) string {
 	return a.index.Manifests[n].Annotations[refNameAnnotation]
 }
 
+// subject is, for an artifact that refers to another image of the
+// archive, the digest it refers to, as imo.json records it.
+func (a *archiveFile) subject(n int) v1.Hash {
+	if a.plan != nil && len(a.plan.Images) == len(a.index.Manifests) {
+		return a.plan.Images[n].Subject
+	}
+	return v1.Hash{}
+}
+
 // describe returns the archive's plan as the archive's contents show it,
 // with the base and final references from imo.json where it has them.
 func (a *archiveFile) describe(gs []*imageGraph) *Plan {
@@ -308,6 +317,7 @@ func (a *archiveFile) describe(gs []*imageGraph) *Plan {
 			base = a.plan.Images[n].Base
 		}
 		images[n] = planImage(ImageRef{Reference: a.imageName(n), Digest: g.top().desc.Digest}, base, g)
+		images[n].Subject = a.subject(n)
 	}
 	reasons := map[v1.Hash]string{}
 	if planned {

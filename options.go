@@ -45,6 +45,7 @@ type options struct {
 	namespace  string
 	mountFrom  []string
 	retry      retryPolicy
+	referrers  bool
 
 	errs []error
 }
@@ -275,4 +276,16 @@ func WithRetries(retries int, initial time.Duration) Option {
 // default is one minute.
 func WithStallTimeout(d time.Duration) Option {
 	return func(o *options) { o.retry.stall = d }
+}
+
+// WithReferrers makes Pull carry, with each final image, the artifacts that
+// refer to it or to any of its child manifests: cosign signatures,
+// attestations and SBOMs under the tags sha256-HEX.sig, .att and .sbom, and
+// OCI 1.1 referrers, found through the referrers API or, on registries
+// without it, its tag fallback. They travel as images of the archive, their
+// blobs stored once and left out like any other, and Push writes them after
+// the image they refer to, with their digests. By default they are left
+// behind.
+func WithReferrers() Option {
+	return func(o *options) { o.referrers = true }
 }

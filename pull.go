@@ -30,11 +30,13 @@ type pullPlan struct {
 	source map[v1.Hash]int // which image's repository serves each blob
 }
 
-// pulledImage is one final image of a pull.
+// pulledImage is one final image of a pull, or an artifact referring to
+// one.
 type pulledImage struct {
-	ref    name.Reference
-	graph  *imageGraph
-	client *repoClient // the image's repository
+	ref     name.Reference
+	graph   *imageGraph
+	client  *repoClient // the image's repository
+	subject v1.Hash     // for an artifact, the manifest it refers to
 }
 
 // Pull resolves base and final and returns a stream of the archive that
@@ -207,24 +209,46 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 		return nil, err
 	}
 
-	graphs := make([]*imageGraph, len(pairs))
-	inBase := make([]map[v1.Hash]bool, len(pairs))
-	images := make([]PlanImage, len(pairs))
+	var images []PlanImage
+	var inBase []map[v1.Hash]bool
+	finals := pp.images
+	pp.images = nil
 	for n, r := range refs {
-		img := pp.images[n]
-		graphs[n] = img.graph
+		img := finals[n]
 		base := ImageRef{Reference: Scratch}
-		inBase[n] = map[v1.Hash]bool{}
+		layers := map[v1.Hash]bool{}
 		if r.base != nil {
 			bg := bases[r.base.String()]
 			base = ImageRef{Reference: pairs[n].Base, Digest: bg.top().desc.Digest}
 			for _, b := range bg.blobs {
 				if !b.config {
-					inBase[n][b.desc.Digest] = true
+					layers[b.desc.Digest] = true
 				}
 			}
 		}
-		images[n] = planImage(ImageRef{Reference: pairs[n].Final, Digest: img.graph.top().desc.Digest}, base, img.graph)
+		found := []pulledImage{img}
+		if i.opts.referrers {
+			artifacts, err := i.findReferrers(ctx, img)
+			if err != nil {
+				return nil, err
+			}
+			found = append(found, artifacts...)
+		}
+		for k, f := range found {
+			called := pairs[n].Final
+			if k > 0 {
+				called = f.ref.String()
+			}
+			pi := planImage(ImageRef{Reference: called, Digest: f.graph.top().desc.Digest}, base, f.graph)
+			pi.Subject = f.subject
+			images = append(images, pi)
+			inBase = append(inBase, layers)
+			pp.images = append(pp.images, f)
+		}
+	}
+	graphs := make([]*imageGraph, len(pp.images))
+	for n, img := range pp.images {
+		graphs[n] = img.graph
 		for _, b := range img.graph.blobs {
 			if _, ok := pp.source[b.desc.Digest]; !ok {
 				pp.source[b.desc.Digest] = n
@@ -605,6 +629,9 @@ func (pp *pullPlan) dockerManifest() []dockerLoadEntry {
 	}
 	var entries []dockerLoadEntry
 	for _, img := range pp.images {
+		if img.subject != (v1.Hash{}) {
+			continue // an artifact, not an image to load
+		}
 		top := img.graph.top()
 		if !top.desc.MediaType.IsImage() {
 			return nil

@@ -53,17 +53,24 @@ func (i *Incremental) PushArchive(ctx context.Context, archive, dst string) ([]I
 	defer j.close()
 	i.vetAll(ctx, j, true)
 	i.sendBlobs(ctx, j)
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(i.opts.jobs)
-	for _, img := range j.images {
-		if img.err == nil {
-			eg.Go(func() error {
-				img.err = i.putImage(ectx, img)
-				return nil
-			})
+	// Images first, then the artifacts that refer to them.
+	for _, artifacts := range []bool{false, true} {
+		eg, ectx := errgroup.WithContext(ctx)
+		eg.SetLimit(i.opts.jobs)
+		for _, img := range j.images {
+			switch {
+			case (img.subject != nil) != artifacts || img.err != nil:
+			case img.subject != nil && img.subject.err != nil:
+				img.err = fmt.Errorf("%s: not pushed: the image it refers to, %s, failed", img.ref, img.subject.ref)
+			default:
+				eg.Go(func() error {
+					img.err = i.putImage(ectx, img)
+					return nil
+				})
+			}
 		}
+		eg.Wait()
 	}
-	eg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

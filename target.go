@@ -50,6 +50,15 @@ func (i *Incremental) parseTarget(s string) (target, error) {
 // target's prefix, then source's repository path, with source's tag or
 // digest.
 func (t target) ref(source string) (name.Reference, error) {
+	src, err := parseSource(source)
+	if err != nil {
+		return nil, err
+	}
+	return at(t.registry.Repo(t.prefix, src.Context().RepositoryStr()), src), nil
+}
+
+// parseSource parses the reference an archive names an image by.
+func parseSource(source string) (name.Reference, error) {
 	if source == "" {
 		return nil, fmt.Errorf("%w: the image has no reference name in the archive; push it to an explicit reference", ErrInvalidTarget)
 	}
@@ -57,9 +66,13 @@ func (t target) ref(source string) (name.Reference, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: the archive names the image %q, which is not a reference: %v", ErrInvalidTarget, source, err)
 	}
-	repo := t.registry.Repo(t.prefix, src.Context().RepositoryStr())
+	return src, nil
+}
+
+// at is src's tag or digest in repo.
+func at(repo name.Repository, src name.Reference) name.Reference {
 	if d, ok := src.(name.Digest); ok {
-		return repo.Digest(d.DigestStr()), nil
+		return repo.Digest(d.DigestStr())
 	}
-	return repo.Tag(src.Identifier()), nil
+	return repo.Tag(src.Identifier())
 }

@@ -82,12 +82,13 @@ type pushJob struct {
 
 // destImage is one image of an archive at its destination.
 type destImage struct {
-	name   string // the reference the archive names it by
-	graph  *imageGraph
-	ref    name.Reference
-	client *repoClient
-	dest   *destination // what vet found at the destination
-	err    error        // why the image failed
+	name    string // the reference the archive names it by
+	graph   *imageGraph
+	ref     name.Reference
+	client  *repoClient
+	subject *destImage   // for an artifact, the image it refers to
+	dest    *destination // what vet found at the destination
+	err     error        // why the image failed
 }
 
 func (j *pushJob) close() { j.file.Close() }
@@ -155,42 +156,69 @@ func (i *Incremental) openJob(ctx context.Context, archive, dst, action string) 
 }
 
 // placeImages walks the archive's images and decides where each goes.
+// An artifact that refers to an image (a signature, say) goes into that
+// image's repository.
 func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) error {
-	gs, err := j.archive.images(ctx)
+	a := j.archive
+	gs, err := a.images(ctx)
 	if err != nil {
 		return err
 	}
-	if !isTarget(dst, len(gs)) {
+	var images, artifacts []*destImage
+	for n, g := range gs {
+		img := &destImage{name: a.imageName(n), graph: g}
+		if subject := a.subject(n); subject != (v1.Hash{}) {
+			for _, s := range images {
+				if s.graph.seen[subject] {
+					img.subject = s
+				}
+			}
+			if img.subject == nil {
+				return a.invalid("%s refers to %s, which no image before it in %s holds", img.name, subject, IndexFile)
+			}
+			artifacts = append(artifacts, img)
+			continue
+		}
+		images = append(images, img)
+	}
+	if !isTarget(dst, len(images)) {
 		ref, err := i.parseRef(dst, i.opts.plainPush)
 		if err != nil {
 			return fmt.Errorf("destination: %w", err)
 		}
-		top := gs[0].top().desc.Digest
+		top := images[0].graph.top().desc.Digest
 		if d, ok := ref.(name.Digest); ok && d.DigestStr() != top.String() {
 			return fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top)
 		}
-		j.images = []*destImage{{name: j.archive.imageName(0), graph: gs[0], ref: ref}}
-		return nil
-	}
-	t, err := i.parseTarget(dst)
-	if err != nil {
-		if len(gs) > 1 {
-			return fmt.Errorf("the archive holds %d images, so the destination must be a registry or registry/prefix: %w", len(gs), err)
-		}
-		return err
-	}
-	seen := map[string]int{}
-	for n, g := range gs {
-		src := j.archive.imageName(n)
-		ref, err := t.ref(src)
+		images[0].ref = ref
+	} else {
+		t, err := i.parseTarget(dst)
 		if err != nil {
-			return fmt.Errorf("image %d of %s: %w", n+1, j.archive.name, err)
+			if len(images) > 1 {
+				return fmt.Errorf("the archive holds %d images, so the destination must be a registry or registry/prefix: %w", len(images), err)
+			}
+			return err
 		}
-		if prev, dup := seen[ref.String()]; dup && gs[prev].top().desc.Digest != g.top().desc.Digest {
-			return fmt.Errorf("%w: images %d and %d of %s both land at %s", ErrInvalidTarget, prev+1, n+1, j.archive.name, ref)
+		for _, img := range images {
+			if img.ref, err = t.ref(img.name); err != nil {
+				return fmt.Errorf("image %s of %s: %w", img.name, a.name, err)
+			}
 		}
-		seen[ref.String()] = n
-		j.images = append(j.images, &destImage{name: src, graph: g, ref: ref})
+	}
+	for _, art := range artifacts {
+		src, err := parseSource(art.name)
+		if err != nil {
+			return fmt.Errorf("artifact %s of %s: %w", art.name, a.name, err)
+		}
+		art.ref = at(art.subject.ref.Context(), src)
+	}
+	j.images = append(images, artifacts...)
+	seen := map[string]*destImage{}
+	for _, img := range j.images {
+		if prev, dup := seen[img.ref.String()]; dup && prev.graph.top().desc.Digest != img.graph.top().desc.Digest {
+			return fmt.Errorf("%w: %s and %s of %s both land at %s", ErrInvalidTarget, prev.name, img.name, a.name, img.ref)
+		}
+		seen[img.ref.String()] = img
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"text/tabwriter"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
 	"github.com/spf13/cobra"
 )
@@ -49,12 +50,17 @@ image layout in a tar, such as skopeo's oci-archive.`,
 func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, img := range p.Images {
-		fmt.Fprintf(tw, "final\t%s\t%s\n", img.Final.Reference, img.Final.Digest)
-		base := img.Base.Reference
-		if base == "" {
-			base = "(unknown)"
+		if img.Subject != (v1.Hash{}) {
+			fmt.Fprintf(tw, "artifact\t%s\t%s\n", img.Final.Reference, img.Final.Digest)
+			fmt.Fprintf(tw, "refers to\t%s\t\n", img.Subject)
+		} else {
+			fmt.Fprintf(tw, "final\t%s\t%s\n", img.Final.Reference, img.Final.Digest)
+			base := img.Base.Reference
+			if base == "" {
+				base = "(unknown)"
+			}
+			fmt.Fprintf(tw, "base\t%s\t%s\n", base, img.Base.Digest)
 		}
-		fmt.Fprintf(tw, "base\t%s\t%s\n", base, img.Base.Digest)
 		for _, m := range img.Manifests {
 			platform := ""
 			if m.Platform != nil {

@@ -12,7 +12,7 @@ import (
 
 func newPullCmd(g *globalFlags) *cobra.Command {
 	var output, from string
-	var dryRun bool
+	var dryRun, withReferrers bool
 	cmd := &cobra.Command{
 		Use:   "pull BASE FINAL | pull --from FILE",
 		Short: "Write the archive of everything FINAL needs that BASE lacks",
@@ -40,7 +40,11 @@ stored once, and left out only when the base of every image using it has it.`,
 			if err != nil {
 				return err
 			}
-			inc, err := newIncremental(cmd, g, pullSide)
+			var extra []imo.Option
+			if withReferrers {
+				extra = append(extra, imo.WithReferrers())
+			}
+			inc, err := newIncremental(cmd, g, pullSide, extra...)
 			if err != nil {
 				return err
 			}
@@ -62,6 +66,7 @@ stored once, and left out only when the base of every image using it has it.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "difference.tar", "archive file to write, or - for standard output")
 	cmd.Flags().StringVar(&from, "from", "", "pull every BASE FINAL pair FILE lists into one archive (- for standard input)")
+	cmd.Flags().BoolVar(&withReferrers, "with-referrers", false, "also carry the final images' cosign signatures, attestations and SBOMs and their OCI referrers")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print which blobs would be carried and omitted, and the saving, without downloading any")
 	return cmd
 }

@@ -50,12 +50,12 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the destina
 }
 
 // newIncremental builds the library client for a command on side s.
-func newIncremental(cmd *cobra.Command, g *globalFlags, s side) (*imo.Incremental, error) {
+func newIncremental(cmd *cobra.Command, g *globalFlags, s side, extra ...imo.Option) (*imo.Incremental, error) {
 	opts, err := g.options(cmd, s)
 	if err != nil {
 		return nil, err
 	}
-	return imo.New(opts...), nil
+	return imo.New(append(opts, extra...)...), nil
 }
 
 // version is the module version imo was built from: a tag for
