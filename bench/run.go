@@ -27,6 +27,7 @@ type options struct {
 	dir             string
 	out             string
 	skipConcurrency bool
+	skipBundle      bool
 }
 
 // profile sizes: the real files an image pair is built from, and those
@@ -138,6 +139,11 @@ func run(ctx context.Context, o options) error {
 	}
 	for _, s := range scenarios {
 		if err := b.measure(s); err != nil {
+			return err
+		}
+	}
+	if !o.skipBundle {
+		if err := b.bundle(layers[:2]); err != nil {
 			return err
 		}
 	}
