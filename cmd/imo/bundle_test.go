@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -67,5 +68,32 @@ func TestBundle(t *testing.T) {
 	r = imoCmd(t, "", "push", "--plain-http", "-q", bundle, target)
 	if r.code != 0 || strings.Count(r.stdout, "\n") != 2 {
 		t.Errorf("imo push of a bundle: want both images pushed:\n%s", r)
+	}
+}
+
+func TestWithReferrers(t *testing.T) {
+	src, _, pair := registries(t, nil, nil)
+	signer, err := sandbox.NewSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	final, err := pair.V2.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := signer.Signature(src.Ref("app"), final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Write(context.Background(), src.Ref("app:sha256-"+final.Hex+".sig"), sig); err != nil {
+		t.Fatal(err)
+	}
+	r := imoCmd(t, "", "pull", "--plain-http", "-q", "--dry-run", src.Ref("app:v1"), src.Ref("app:v2"))
+	if r.code != 0 || strings.Contains(r.stdout, "artifact") {
+		t.Errorf("imo pull --dry-run without --with-referrers: want no artifact:\n%s", r)
+	}
+	r = imoCmd(t, "", "pull", "--plain-http", "-q", "--dry-run", "--with-referrers", src.Ref("app:v1"), src.Ref("app:v2"))
+	if r.code != 0 || !regexp.MustCompile(`artifact +`+regexp.QuoteMeta(src.Ref("app:sha256-"+final.Hex+".sig"))).MatchString(r.stdout) {
+		t.Errorf("imo pull --dry-run --with-referrers: want the signature listed as an artifact:\n%s", r)
 	}
 }
