@@ -49,6 +49,21 @@ type Plan struct {
 	Images []PlanImage `json:"images"`
 	// Blobs are every config and layer the images reference, once each.
 	Blobs []PlanBlob `json:"blobs"`
+	// Inventories are the inventories of the far side's registry that the
+	// pull left blobs out by (see [WithHave]).
+	Inventories []PlanInventory `json:"inventories,omitempty"`
+}
+
+// PlanInventory is an inventory an archive left blobs out by.
+type PlanInventory struct {
+	// Registry and Prefix say what was inventoried.
+	Registry string `json:"registry"`
+	Prefix   string `json:"prefix,omitempty"`
+	// Taken is when the inventory was taken: the far side held every blob
+	// it lists then.
+	Taken time.Time `json:"taken"`
+	// Blobs is how many blobs and manifests the inventory lists.
+	Blobs int `json:"blobs"`
 }
 
 // PlanImage is one final image of an archive and the base it was diffed
@@ -90,6 +105,10 @@ type PlanBlob struct {
 	Reason string `json:"reason,omitempty"`
 	// NeededBy names the manifests that reference the blob.
 	NeededBy []string `json:"neededBy"`
+	// HeldBy, for a blob left out because an inventory lists it, are the
+	// repositories of the inventoried registry that held it, where push
+	// mounts it from when the destination repository lacks it.
+	HeldBy []string `json:"heldBy,omitempty"`
 }
 
 // Bytes returns how many content bytes the archive carries (manifests and

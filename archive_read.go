@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -38,6 +39,10 @@ type archiveFile struct {
 	entries map[string]tarEntry
 	index   *v1.IndexManifest
 	plan    *Plan // imo.json; nil for archives written by other tools
+	// heldBy are, for blobs left out because an inventory lists them, the
+	// repositories that held them; heldRepos are all those repositories.
+	heldBy    map[v1.Hash][]string
+	heldRepos []string
 }
 
 // openArchive opens and indexes the archive at path. The caller closes the
@@ -84,10 +89,24 @@ func readArchive(name string, r readSeekerAt) (*archiveFile, error) {
 	if len(a.index.Manifests) == 0 {
 		return nil, a.invalid("%s lists no image", IndexFile)
 	}
+	a.heldBy = map[v1.Hash][]string{}
 	if _, ok := a.entries[PlanFile]; ok {
 		a.plan = &Plan{}
 		if err := a.readJSON(PlanFile, a.plan); err != nil {
 			return nil, err
+		}
+		for _, b := range a.plan.Blobs {
+			for _, r := range b.HeldBy {
+				if !repoPath.MatchString(r) {
+					return nil, a.invalid("%s: blob %s is held by %q, which is not a repository path", PlanFile, b.Digest, r)
+				}
+				if !slices.Contains(a.heldRepos, r) {
+					a.heldRepos = append(a.heldRepos, r)
+				}
+			}
+			if len(b.HeldBy) > 0 {
+				a.heldBy[b.Digest] = b.HeldBy
+			}
 		}
 	}
 	return a, nil
@@ -325,7 +344,7 @@ func (a *archiveFile) describe(gs []*imageGraph) *Plan {
 			reasons[b.Digest] = b.Reason
 		}
 	}
-	return newPlan(images, mergeGraphs(gs), func(b *blobUse) string {
+	p := newPlan(images, mergeGraphs(gs), func(b *blobUse) string {
 		switch {
 		case a.has(b.desc.Digest):
 			return ""
@@ -337,6 +356,15 @@ func (a *archiveFile) describe(gs []*imageGraph) *Plan {
 		}
 		return "not in archive"
 	})
+	for k, b := range p.Blobs {
+		if !b.Included {
+			p.Blobs[k].HeldBy = a.heldBy[b.Digest]
+		}
+	}
+	if a.plan != nil {
+		p.Inventories = a.plan.Inventories
+	}
+	return p
 }
 
 // Inspect reads the archive at path without contacting any registry and

@@ -17,7 +17,7 @@ import (
 func TestDistributionBundle(t *testing.T) {
 	src := realRegistry(t, sandbox.DistributionOptions{})
 	dst := realRegistry(t, sandbox.DistributionOptions{})
-	p, err := sandbox.NewProduct(sandbox.OCI, bundleApps, "linux/amd64", "linux/arm64")
+	p, err := sandbox.NewProduct(sandbox.OCI, append(bundleApps, "cron"), "linux/amd64", "linux/arm64")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,5 +72,52 @@ func TestDistributionBundle(t *testing.T) {
 		if n := proxy.Count(http.MethodPut, h.String()) + proxy.Count(http.MethodPost, "mount="+h.String()); n != 0 {
 			t.Errorf("base layer %s was sent %d times", h, n)
 		}
+	}
+
+	// The far side's inventory, and a second bundle built against it:
+	// a new app, whole, and a rebuild of web, carry no blob the far side
+	// holds, and push mounts what they share from where it is.
+	for _, tag := range []string{"v2", "v3"} {
+		writeTo(t, src.Host+"/team/cron:"+tag, p.Images["cron:"+tag])
+	}
+	inv, err := inc.Inventory(ctx, dst.Host+"/site")
+	if err != nil {
+		t.Fatalf("Inventory() = %v", err)
+	}
+	if len(inv.Repositories) != len(bundleApps) {
+		t.Errorf("the inventory lists %d repositories, want %d", len(inv.Repositories), len(bundleApps))
+	}
+	second := []imo.Pair{
+		{Base: imo.Scratch, Final: src.Host + "/team/cron:v2"},
+		{Base: imo.Scratch, Final: src.Host + "/team/cron:v3"},
+		{Base: imo.Scratch, Final: src.Host + "/team/web:v3"},
+	}
+	path2 := filepath.Join(t.TempDir(), "second.tar")
+	plan, err := imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)).PullBundleToFile(ctx, second, path2)
+	if err != nil {
+		t.Fatalf("PullBundleToFile(--have) = %v", err)
+	}
+	for _, b := range plan.Blobs {
+		if _, held := inv.Blob(b.Digest); held && b.Included {
+			t.Errorf("the second bundle carries %s, which the far side holds", b.Digest)
+		}
+	}
+	carried, whole := plan.Bytes()
+	t.Logf("second bundle: %d of %d bytes carried", carried, whole)
+	results, err = inc.PushArchive(ctx, path2, proxy.Host+"/site")
+	if err != nil {
+		t.Fatalf("PushArchive(second) = %v", err)
+	}
+	for n, r := range results {
+		want, err := headDigest(second[n].Final)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := headDigest(strings.Replace(r.Destination.String(), proxy.Host, dst.Host, 1)); err != nil || got != want {
+			t.Errorf("%s = %v, %v; want %s", r.Destination, got, err, want)
+		}
+	}
+	if n := proxy.Count(http.MethodPut, "digest="+p.Patch.String()); n != 1 {
+		t.Errorf("after the second push the patch layer has been uploaded %d times, want once in all", n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -46,6 +47,7 @@ type options struct {
 	mountFrom  []string
 	retry      retryPolicy
 	referrers  bool
+	have       []*Inventory
 
 	errs []error
 }
@@ -76,6 +78,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: WithRetries(%d, %s), WithStallTimeout(%s): want no negative values", ErrInvalidOption, o.retry.retries, o.retry.initial, o.retry.stall)
 	case o.keychain == nil:
 		return fmt.Errorf("%w: WithKeychain(nil)", ErrInvalidOption)
+	case slices.Contains(o.have, nil):
+		return fmt.Errorf("%w: WithHave(nil)", ErrInvalidOption)
 	}
 	for _, r := range o.mountFrom {
 		if _, err := name.NewRepository("example.com/"+r, name.StrictValidation); err != nil || r == "" {
@@ -288,4 +292,16 @@ func WithStallTimeout(d time.Duration) Option {
 // behind.
 func WithReferrers() Option {
 	return func(o *options) { o.referrers = true }
+}
+
+// WithHave makes Pull leave out every blob (layer or config) that one of
+// the inventories lists, as well as the base's layers: the inventories say
+// what the far side's registry really holds (see [Incremental.Inventory]).
+// The archive records each inventory used, with when it was taken, and for
+// each blob left out the repositories that held it, so that PushVet
+// confirms it is still there and Push mounts it from there into the
+// destination repository when that lacks it. Manifests are always carried.
+// By default no inventory is used.
+func WithHave(inventories ...*Inventory) Option {
+	return func(o *options) { o.have = append(o.have, inventories...) }
 }

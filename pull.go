@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -256,18 +257,46 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 		}
 	}
 	pp.all = mergeGraphs(graphs)
+	held := map[v1.Hash]*InventoryBlob{}
 	pp.plan = newPlan(images, pp.all, func(b *blobUse) string {
 		if b.foreign() {
 			return reasonForeign
 		}
+		carried := false
 		for n, g := range graphs {
 			if _, uses := g.byDigest[b.desc.Digest]; uses && (b.config || !inBase[n][b.desc.Digest]) {
-				return ""
+				carried = true
+				break
 			}
 		}
-		return "in base"
+		if !carried {
+			return "in base"
+		}
+		for _, inv := range i.opts.have {
+			if ib, ok := inv.Blob(b.desc.Digest); ok {
+				held[b.desc.Digest] = &ib
+				return "in the inventory of " + inventoryName(inv) + " taken " + inv.Taken.UTC().Format(time.RFC3339)
+			}
+		}
+		return ""
 	})
+	for k, b := range pp.plan.Blobs {
+		if ib := held[b.Digest]; ib != nil {
+			pp.plan.Blobs[k].HeldBy = ib.Repositories
+		}
+	}
+	for _, inv := range i.opts.have {
+		pp.plan.Inventories = append(pp.plan.Inventories, PlanInventory{Registry: inv.Registry, Prefix: inv.Prefix, Taken: inv.Taken, Blobs: len(inv.Blobs)})
+	}
 	return pp, nil
+}
+
+// inventoryName is the registry and prefix an inventory covers.
+func inventoryName(inv *Inventory) string {
+	if inv.Prefix == "" {
+		return inv.Registry
+	}
+	return inv.Registry + "/" + inv.Prefix
 }
 
 // resolveImage fetches the manifest tree of ref, keeping only the given

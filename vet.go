@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -135,7 +136,7 @@ func (i *Incremental) openJob(ctx context.Context, archive, dst, action string) 
 	eg.SetLimit(i.opts.jobs)
 	for key, repo := range repos {
 		eg.Go(func() error {
-			c, err := newRepoClient(ectx, repo, i.push, i.opts.pushAuth, i.opts.keychain, i.opts.retry, i.destScopes(repo, action, repos))
+			c, err := newRepoClient(ectx, repo, i.push, i.opts.pushAuth, i.opts.keychain, i.opts.retry, i.destScopes(repo, action, a, repos))
 			if err != nil {
 				return err
 			}
@@ -312,15 +313,29 @@ func (i *Incremental) vet(ctx context.Context, bc *blobCheck, c *repoClient, a *
 		}
 		return out
 	}
-	for _, from := range i.mountFromRepos(c.repo) {
-		err := ask(missing(), from, func(h v1.Hash) {
-			if d.mountable[h] == (name.Repository{}) {
-				d.mountable[h] = from
+	// Each blob still missing may be mounted from a WithMountFrom
+	// repository or from one the archive's inventories saw it in.
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(i.opts.jobs)
+	for _, b := range missing() {
+		eg.Go(func() error {
+			for _, from := range i.mountSources(c.repo, a, b.desc.Digest) {
+				ok, err := bc.exists(ectx, c, from, b.desc.Digest)
+				if err != nil {
+					return err
+				}
+				if ok {
+					mu.Lock()
+					d.mountable[b.desc.Digest] = from
+					mu.Unlock()
+					return nil
+				}
 			}
+			return nil
 		})
-		if err != nil {
-			return nil, err
-		}
+	}
+	if err := eg.Wait(); err != nil {
+		return nil, err
 	}
 	if m := missing(); len(m) > 0 {
 		e := &MissingBlobsError{Repository: c.repo.String()}
@@ -345,13 +360,30 @@ func (i *Incremental) parseRef(s string, plainHTTP bool) (name.Reference, error)
 	return ref, nil
 }
 
+// mountSources are the repositories of dst's registry that a blob the
+// archive leaves out may be mounted from: those of WithMountFrom, then
+// those the archive's inventories saw it in.
+func (i *Incremental) mountSources(dst name.Repository, a *archiveFile, h v1.Hash) []name.Repository {
+	out := i.mountFromRepos(dst)
+	for _, r := range a.heldBy[h] {
+		if from := dst.Registry.Repo(r); from != dst && !slices.Contains(out, from) {
+			out = append(out, from)
+		}
+	}
+	return out
+}
+
 // destScopes are the token scopes for the destination repository with the
 // given action, and pull on every other repository it may mount blobs
-// from: those of WithMountFrom and the other destinations of the job.
-func (i *Incremental) destScopes(repo name.Repository, action string, others map[string]name.Repository) []string {
+// from: those of WithMountFrom and of the archive's inventories, and the
+// other destinations of the job.
+func (i *Incremental) destScopes(repo name.Repository, action string, a *archiveFile, others map[string]name.Repository) []string {
 	scopes := []string{repo.Scope(action)}
 	for _, from := range i.mountFromRepos(repo) {
 		scopes = append(scopes, from.Scope(transport.PullScope))
+	}
+	for _, r := range a.heldRepos {
+		scopes = append(scopes, repo.Registry.Repo(r).Scope(transport.PullScope))
 	}
 	if action == transport.PushScope {
 		for _, o := range others {

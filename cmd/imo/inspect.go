@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
@@ -69,6 +70,9 @@ func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
 			fmt.Fprintf(tw, "manifest\t%s\t%s\t%d\t%s\n", m.Digest, m.MediaType, m.Size, platform)
 		}
 	}
+	for _, inv := range p.Inventories {
+		fmt.Fprintf(tw, "inventory\t%s\ttaken %s (%s ago), %d blobs\n", inventoryName(inv), inv.Taken.Format(time.RFC3339), time.Since(inv.Taken).Round(time.Second), inv.Blobs)
+	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "BLOB\tSIZE\tMEDIA TYPE\tCARRIED")
 	for _, b := range p.Blobs {
@@ -106,6 +110,14 @@ func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
 		fmt.Fprintf(w, "archive file: %d bytes\n", archiveSize)
 	}
 	return nil
+}
+
+// inventoryName is what an inventory covers.
+func inventoryName(inv imo.PlanInventory) string {
+	if inv.Prefix == "" {
+		return inv.Registry
+	}
+	return inv.Registry + "/" + inv.Prefix
 }
 
 // percent is part as a percentage of whole.

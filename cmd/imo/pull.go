@@ -12,6 +12,7 @@ import (
 
 func newPullCmd(g *globalFlags) *cobra.Command {
 	var output, from string
+	var have []string
 	var dryRun, withReferrers bool
 	cmd := &cobra.Command{
 		Use:   "pull BASE FINAL | pull --from FILE",
@@ -23,11 +24,15 @@ for the whole image. The output file appears complete or not at all.
 With --from FILE, write one archive (a bundle) of many images: FILE lists
 "BASE FINAL" pairs, one per line, with # comments, or a JSON array of
 {"base": ..., "final": ...} objects; - reads standard input. Every blob is
-stored once, and left out only when the base of every image using it has it.`,
+stored once, and left out only when the base of every image using it has it.
+
+With --have FILE (repeatable), also leave out every blob the inventory FILE
+lists: what the far side's registry holds, from "imo inventory" there.`,
 		Example: `  imo pull registry.example/app:v1 registry.example/app:v2 -o difference.tar
   imo pull scratch registry.example/app:v2 -o app-v2.tar --platform linux/amd64
   imo pull --dry-run registry.example/app:v1 registry.example/app:v2
   imo pull --from release.txt -o bundle.tar
+  imo pull --have site.json scratch registry.example/app:v2 -o app-v2.tar
   imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().Changed("from") {
@@ -43,6 +48,13 @@ stored once, and left out only when the base of every image using it has it.`,
 			var extra []imo.Option
 			if withReferrers {
 				extra = append(extra, imo.WithReferrers())
+			}
+			for _, path := range have {
+				inv, err := imo.LoadInventory(path)
+				if err != nil {
+					return err
+				}
+				extra = append(extra, imo.WithHave(inv))
 			}
 			inc, err := newIncremental(cmd, g, pullSide, extra...)
 			if err != nil {
@@ -66,6 +78,7 @@ stored once, and left out only when the base of every image using it has it.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "difference.tar", "archive file to write, or - for standard output")
 	cmd.Flags().StringVar(&from, "from", "", "pull every BASE FINAL pair FILE lists into one archive (- for standard input)")
+	cmd.Flags().StringArrayVar(&have, "have", nil, "leave out every blob this inventory (from imo inventory at the far side) lists; repeatable")
 	cmd.Flags().BoolVar(&withReferrers, "with-referrers", false, "also carry the final images' cosign signatures, attestations and SBOMs and their OCI referrers")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print which blobs would be carried and omitted, and the saving, without downloading any")
 	return cmd

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/imokit/imo"
 	"github.com/spf13/cobra"
@@ -32,9 +33,26 @@ errors.`,
 			if werr := printVet(cmd.OutOrStdout(), results); werr != nil && err == nil {
 				err = werr
 			}
+			if err == nil {
+				err = printInventories(cmd, args[0])
+			}
 			return err
 		},
 	}
+}
+
+// printInventories says, for an archive built against inventories, that
+// what they listed is still there.
+func printInventories(cmd *cobra.Command, archive string) error {
+	plan, err := imo.Inspect(cmd.Context(), archive)
+	if err != nil {
+		return err
+	}
+	for _, inv := range plan.Inventories {
+		fmt.Fprintf(cmd.OutOrStdout(), "the archive leaves out what the inventory of %s taken %s (%s ago) lists: still there\n",
+			inventoryName(inv), inv.Taken.Format(time.RFC3339), time.Since(inv.Taken).Round(time.Second))
+	}
+	return nil
 }
 
 // printVet prints what vet found for each image.
