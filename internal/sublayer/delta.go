@@ -104,7 +104,7 @@ func ReadHeader(r io.Reader) (*Header, error) {
 	if err := json.Unmarshal(p, &h); err != nil {
 		return nil, fmt.Errorf("%w: decoding header: %v", ErrFormat, err)
 	}
-	if h.DiffID.Algorithm != "sha256" || len(h.DiffID.Hex) != 64 || h.TarSize < 0 || h.Size < 0 {
+	if h.DiffID.Algorithm != "sha256" || len(h.DiffID.Hex) != 64 || h.TarSize < 0 || h.Size < 0 || h.TarSize > 1<<50 {
 		return nil, fmt.Errorf("%w: header lacks diffID or sizes", ErrFormat)
 	}
 	return &h, nil
@@ -185,6 +185,12 @@ func Encode(ctx context.Context, base *Base, h Header, layer io.Reader, w io.Wri
 
 	h.DiffID = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(e.tar.Sum(nil))}
 	h.TarSize = e.stats.RawBytes + e.stats.ReferencedBytes + e.stats.PatchedBytes + e.stats.LiteralBytes
+	if h.Recipe.Encoder == EncoderNone && h.Digest == (v1.Hash{}) {
+		h.Digest, h.Size = h.DiffID, h.TarSize
+	}
+	if h.Digest.Algorithm != "sha256" || len(h.Digest.Hex) != 64 {
+		return Stats{}, fmt.Errorf("encoding layer: header lacks the blob's sha256 digest")
+	}
 	h.Bases = []string{}
 	for i, id := range base.Layers() {
 		if e.used[i] {
@@ -572,7 +578,7 @@ func (d *decoder) patch(w io.Writer) error {
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderDictRaw(dictID, dict),
 		zstd.WithDecoderMaxWindow(uint64(patchWindow(int(s.size)+int(n)))),
-		zstd.WithDecoderMaxMemory(max(n, 1)))
+		zstd.WithDecoderMaxMemory(uint64(patchWindow(int(s.size)+int(n)))))
 	if err != nil {
 		return err
 	}
