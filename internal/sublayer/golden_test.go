@@ -1,0 +1,123 @@
+package sublayer
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+var printGolden = flag.Bool("print-golden", false, "print the golden vectors this build computes, as Go source")
+
+// allGoldenVectors lists every vector that must exist, without values.
+func allGoldenVectors() []goldenVector {
+	var vs []goldenVector
+	for l := 1; l <= 9; l++ {
+		vs = append(vs, goldenVector{encoder: EncoderGzip, level: l})
+	}
+	for l := 1; l <= 9; l++ {
+		vs = append(vs, goldenVector{encoder: EncoderKlauspostGzip, level: l})
+	}
+	for l := 1; l <= 9; l++ {
+		vs = append(vs, goldenVector{encoder: EncoderPgzip, level: l})
+	}
+	for l := 1; l <= 4; l++ {
+		vs = append(vs, goldenVector{encoder: EncoderZstd, level: l})
+	}
+	for _, v := range []goldenVector{
+		{encoder: EncoderGzip, level: 1}, {encoder: EncoderGzip, level: 6}, {encoder: EncoderGzip, level: 9},
+		{encoder: EncoderKlauspostGzip, level: 5}, {encoder: EncoderPgzip, level: 5}, {encoder: EncoderZstd, level: 2},
+	} {
+		v.input = 1
+		vs = append(vs, v)
+	}
+	return vs
+}
+
+func TestGoldenVectors(t *testing.T) {
+	inputs := [][]byte{goldenInput(goldenInputs[0].size, goldenInputs[0].seed), goldenInput(goldenInputs[1].size, goldenInputs[1].seed)}
+	if *printGolden {
+		var b strings.Builder
+		for _, v := range allGoldenVectors() {
+			got, err := v.compute(inputs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "\t{%q, %d, %d, %q},\n", v.encoder, v.level, v.input, got)
+		}
+		fmt.Fprint(os.Stdout, b.String())
+	}
+	pinned := map[goldenVector]string{}
+	for _, v := range goldenVectors {
+		s := v.sha256
+		v.sha256 = ""
+		pinned[v] = s
+	}
+	for _, v := range allGoldenVectors() {
+		t.Run(fmt.Sprintf("%s/%d/input%d", v.encoder, v.level, v.input), func(t *testing.T) {
+			want, ok := pinned[v]
+			if !ok {
+				t.Fatalf("no golden vector pinned")
+			}
+			got, err := v.compute(inputs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("sha256 of %s level %d output = %s, want %s: the encoder's output changed", v.encoder, v.level, got, want)
+			}
+		})
+	}
+	if len(pinned) != len(allGoldenVectors()) {
+		t.Errorf("%d golden vectors pinned, want %d", len(pinned), len(allGoldenVectors()))
+	}
+}
+
+func TestCheckEncoders(t *testing.T) {
+	if err := CheckEncoders(); err != nil {
+		t.Fatalf("CheckEncoders() = %v", err)
+	}
+	// A vector that no longer matches is reported by name.
+	bad := []goldenVector{goldenVectors[0]}
+	bad[0].sha256 = strings.Repeat("0", 64)
+	err := checkGolden(bad)
+	if !errors.Is(err, ErrEncoderMismatch) || !strings.Contains(err.Error(), bad[0].encoder) {
+		t.Errorf("checkGolden(altered) = %v, want ErrEncoderMismatch naming %s", err, bad[0].encoder)
+	}
+}
+
+// TestEncoderVersions checks that the versions recorded in recipes are the
+// versions this package is built with.
+func TestEncoderVersions(t *testing.T) {
+	want := map[string]string{compressModule: compressVersion, pgzipModule: pgzipVersion}
+	got := map[string]string{}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Replace != nil {
+				t.Errorf("module %s is replaced by %s", d.Path, d.Replace.Path)
+			}
+			got[d.Path] = d.Version
+		}
+	}
+	if len(got) == 0 {
+		// Build info lacks dependencies: read go.mod instead.
+		data, err := os.ReadFile("../../go.mod")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				got[f[0]] = f[1]
+			}
+		}
+	}
+	for mod, v := range want {
+		if got[mod] != v {
+			t.Errorf("%s is %q in this build, recipes record %q", mod, got[mod], v)
+		}
+	}
+}
