@@ -31,6 +31,10 @@ const (
 	DockerManifestFile = "manifest.json"
 	// blobsDir holds every blob the archive carries, by digest.
 	blobsDir = "blobs"
+	// DeltasDir holds the sub-layer deltas of layers the archive carries
+	// as deltas (see [WithSublayerDeltas]), by the layer's digest. Other
+	// tools ignore it.
+	DeltasDir = "imo-deltas"
 )
 
 // PlanVersion is the version of the [Plan] format this package writes.
@@ -109,6 +113,25 @@ type PlanBlob struct {
 	// repositories of the inventoried registry that held it, where push
 	// mounts it from when the destination repository lacks it.
 	HeldBy []string `json:"heldBy,omitempty"`
+	// Delta, for a layer the archive carries as a sub-layer delta, says
+	// how the far side rebuilds it.
+	Delta *PlanDelta `json:"delta,omitempty"`
+}
+
+// PlanDelta is a layer carried as a sub-layer delta: its tar rebuilt from
+// the contents of base layers the far side holds, then recompressed into
+// the exact blob.
+type PlanDelta struct {
+	// Size is the size of the delta, in DeltasDir.
+	Size int64 `json:"size"`
+	// DiffID is the digest of the layer's uncompressed tar.
+	DiffID v1.Hash `json:"diffID"`
+	// Recipe names the encoder, its pinned version and parameters that
+	// recompress the tar into the blob.
+	Recipe string `json:"recipe"`
+	// Bases are the base layers the delta draws contents from, which the
+	// destination must hold.
+	Bases []v1.Descriptor `json:"bases"`
 }
 
 // Bytes returns how many content bytes the archive carries (manifests and
@@ -123,11 +146,20 @@ func (p *Plan) Bytes() (carried, whole int64) {
 	}
 	for _, b := range p.Blobs {
 		whole += b.Size
-		if b.Included {
-			carried += b.Size
-		}
+		carried += b.carried()
 	}
 	return carried, whole
+}
+
+// carried is how many bytes the archive carries for b.
+func (b *PlanBlob) carried() int64 {
+	switch {
+	case b.Included:
+		return b.Size
+	case b.Delta != nil:
+		return b.Delta.Size
+	}
+	return 0
 }
 
 // ImageBytes returns how many content bytes the archive carries for its
@@ -146,9 +178,7 @@ func (p *Plan) ImageBytes(n int) (carried, whole int64) {
 		for _, user := range b.NeededBy {
 			if mine[user[strings.LastIndexByte(user, ' ')+1:]] {
 				whole += b.Size
-				if b.Included {
-					carried += b.Size
-				}
+				carried += b.carried()
 				break
 			}
 		}
@@ -185,12 +215,22 @@ func newPlan(images []PlanImage, g *imageGraph, omitted func(*blobUse) string) *
 // blobName is where a blob lives in an archive.
 func blobName(h v1.Hash) string { return path.Join(blobsDir, h.Algorithm, h.Hex) }
 
-// segment is a piece of an archive: literal bytes, or the content of a
-// blob fetched when the archive is written.
+// deltaName is where the sub-layer delta of the layer h lives in an archive.
+func deltaName(h v1.Hash) string { return path.Join(DeltasDir, h.Algorithm, h.Hex) }
+
+// segment is a piece of an archive: literal bytes, the content of a blob
+// fetched when the archive is written, or a local file's content.
 type segment struct {
 	off  int64
 	lit  []byte
 	blob *v1.Descriptor
+	file *localFile
+}
+
+// localFile is a file of known size the archive copies, such as a delta.
+type localFile struct {
+	path string
+	size int64
 }
 
 // archiveLayout is a tar archive whose every byte is known but for blob
@@ -255,6 +295,17 @@ func (l *archiveLayout) blob(desc v1.Descriptor) error {
 	l.segs = append(l.segs, segment{off: l.size, blob: &desc})
 	l.size += desc.Size
 	l.pad(desc.Size)
+	return nil
+}
+
+// local adds the entry name holding the content of a local file.
+func (l *archiveLayout) local(name string, f *localFile) error {
+	if err := l.header(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: f.size, Mode: 0o644, ModTime: epoch}); err != nil {
+		return err
+	}
+	l.segs = append(l.segs, segment{off: l.size, file: f})
+	l.size += f.size
+	l.pad(f.size)
 	return nil
 }
 

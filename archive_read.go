@@ -43,6 +43,8 @@ type archiveFile struct {
 	// repositories that held them; heldRepos are all those repositories.
 	heldBy    map[v1.Hash][]string
 	heldRepos []string
+	// deltas are the layers carried as sub-layer deltas.
+	deltas map[v1.Hash]*PlanDelta
 }
 
 // openArchive opens and indexes the archive at path. The caller closes the
@@ -89,7 +91,7 @@ func readArchive(name string, r readSeekerAt) (*archiveFile, error) {
 	if len(a.index.Manifests) == 0 {
 		return nil, a.invalid("%s lists no image", IndexFile)
 	}
-	a.heldBy = map[v1.Hash][]string{}
+	a.heldBy, a.deltas = map[v1.Hash][]string{}, map[v1.Hash]*PlanDelta{}
 	if _, ok := a.entries[PlanFile]; ok {
 		a.plan = &Plan{}
 		if err := a.readJSON(PlanFile, a.plan); err != nil {
@@ -106,6 +108,16 @@ func readArchive(name string, r readSeekerAt) (*archiveFile, error) {
 			}
 			if len(b.HeldBy) > 0 {
 				a.heldBy[b.Digest] = b.HeldBy
+			}
+			if b.Delta != nil {
+				e, ok := a.entries[deltaName(b.Digest)]
+				if !ok || e.size != b.Delta.Size {
+					return nil, a.invalid("%s says %s is carried as a delta of %d bytes, but %s is missing or of another size: the archive is truncated", PlanFile, b.Digest, b.Delta.Size, deltaName(b.Digest))
+				}
+				if len(b.Delta.Bases) > maxManifests {
+					return nil, a.invalid("%s: the delta of %s lists %d base layers", PlanFile, b.Digest, len(b.Delta.Bases))
+				}
+				a.deltas[b.Digest] = b.Delta
 			}
 		}
 	}

@@ -48,6 +48,7 @@ type options struct {
 	retry      retryPolicy
 	referrers  bool
 	have       []*Inventory
+	sublayer   bool
 
 	errs []error
 }
@@ -304,4 +305,21 @@ func WithReferrers() Option {
 // By default no inventory is used.
 func WithHave(inventories ...*Inventory) Option {
 	return func(o *options) { o.have = append(o.have, inventories...) }
+}
+
+// WithSublayerDeltas makes Pull try to carry each layer that final has and
+// base lacks as a sub-layer delta against base's layers of the same
+// platform: the layer's tar headers, its file contents found in base as
+// references, changed files as binary patches, new contents compressed,
+// and the recipe that recompresses the rebuilt tar into the exact blob
+// (Go's compress/gzip at any level, klauspost gzip, pgzip, zstd). Pull
+// downloads base's layers and the changed layers to decide, proves each
+// delta by rebuilding the blob and comparing its digest, and uses it only
+// when it is at most half the blob; otherwise the whole blob ships. Push
+// rebuilds such layers from the base layers the destination holds, checks
+// their digests, then uploads them. It costs downloads and CPU on both
+// sides, and temporary disk space about the size of the uncompressed base
+// layers (in [WithTempDir]), so it is off by default.
+func WithSublayerDeltas() Option {
+	return func(o *options) { o.sublayer = true }
 }

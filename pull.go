@@ -27,8 +27,20 @@ const Scratch = "scratch"
 type pullPlan struct {
 	plan   *Plan
 	images []pulledImage
-	all    *imageGraph     // every manifest and blob of the images, once each
+	all    *imageGraph       // every manifest and blob of the images, once each
 	source map[v1.Hash]int // which image's repository serves each blob
+	// Files the pull already holds (see sublayer.go): whole blobs
+	// downloaded to try a delta, and the deltas themselves.
+	local  map[v1.Hash]*localFile
+	deltas map[v1.Hash]*localFile
+	tmp    string // the directory holding them, removed by close
+}
+
+// close removes the files the pull made.
+func (pp *pullPlan) close() {
+	if pp.tmp != "" {
+		os.RemoveAll(pp.tmp)
+	}
 }
 
 // pulledImage is one final image of a pull, or an artifact referring to
@@ -76,6 +88,7 @@ func (i *Incremental) PullBundle(ctx context.Context, pairs []Pair) (io.ReadClos
 	go func() {
 		defer close(s.done)
 		defer i.pull.closeIdle()
+		defer pp.close()
 		s.err = pp.write(ctx, pw, i.opts.jobs, i.opts.reporter)
 		pw.CloseWithError(s.err)
 	}()
@@ -99,6 +112,7 @@ func (i *Incremental) PlanBundle(ctx context.Context, pairs []Pair) (*Plan, erro
 	if err != nil {
 		return nil, err
 	}
+	pp.close()
 	return pp.plan, nil
 }
 
@@ -168,7 +182,7 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 		return nil, err
 	}
 	pp := &pullPlan{images: make([]pulledImage, len(pairs)), source: map[v1.Hash]int{}}
-	bases := map[string]*imageGraph{}
+	bases := map[string]*pulledImage{}
 	var mu sync.Mutex
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(i.opts.jobs)
@@ -201,7 +215,7 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 			}
 			g, err := i.resolveImage(ectx, c, r.base, nil)
 			mu.Lock()
-			bases[r.base.String()] = g
+			bases[r.base.String()] = &pulledImage{ref: r.base, graph: g, client: c}
 			mu.Unlock()
 			return err
 		})
@@ -212,14 +226,17 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 
 	var images []PlanImage
 	var inBase []map[v1.Hash]bool
+	var baseOf []*pulledImage // each image's base, nil for scratch
 	finals := pp.images
 	pp.images = nil
 	for n, r := range refs {
 		img := finals[n]
 		base := ImageRef{Reference: Scratch}
 		layers := map[v1.Hash]bool{}
+		var bi *pulledImage
 		if r.base != nil {
-			bg := bases[r.base.String()]
+			bi = bases[r.base.String()]
+			bg := bi.graph
 			base = ImageRef{Reference: pairs[n].Base, Digest: bg.top().desc.Digest}
 			for _, b := range bg.blobs {
 				if !b.config {
@@ -244,6 +261,11 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 			pi.Subject = f.subject
 			images = append(images, pi)
 			inBase = append(inBase, layers)
+			if k == 0 {
+				baseOf = append(baseOf, bi)
+			} else {
+				baseOf = append(baseOf, nil) // no delta for artifacts
+			}
 			pp.images = append(pp.images, f)
 		}
 	}
@@ -287,6 +309,12 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 	}
 	for _, inv := range i.opts.have {
 		pp.plan.Inventories = append(pp.plan.Inventories, PlanInventory{Registry: inv.Registry, Prefix: inv.Prefix, Taken: inv.Taken, Blobs: len(inv.Blobs)})
+	}
+	if i.opts.sublayer {
+		if err := i.prepareDeltas(ctx, pp, baseOf); err != nil {
+			pp.close()
+			return nil, err
+		}
 	}
 	return pp, nil
 }
@@ -450,7 +478,28 @@ func (pp *pullPlan) layout(r Reporter) (*archiveLayout, error) {
 				r.Report(Event{Kind: BlobSkipped, Ref: pp.sourceOf(b.Digest).ref.String(), Digest: b.Digest, MediaType: b.MediaType, Size: b.Size, Reason: b.Reason})
 			default:
 				written[b.Digest] = true
-				if err := l.blob(v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}); err != nil {
+				var err error
+				if f := pp.local[b.Digest]; f != nil {
+					err = l.local(blobName(b.Digest), f)
+				} else {
+					err = l.blob(v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size})
+				}
+				if err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if len(pp.deltas) > 0 {
+		if err := l.dir(DeltasDir); err != nil {
+			return nil, err
+		}
+		if err := l.dir(DeltasDir + "/sha256"); err != nil {
+			return nil, err
+		}
+		for _, b := range pp.plan.Blobs {
+			if f := pp.deltas[b.Digest]; f != nil && b.Delta != nil {
+				if err := l.local(deltaName(b.Digest), f); err != nil {
 					return nil, err
 				}
 			}
@@ -458,6 +507,19 @@ func (pp *pullPlan) layout(r Reporter) (*archiveLayout, error) {
 	}
 	l.end()
 	return l, nil
+}
+
+// copyLocal copies a local file to w.
+func copyLocal(w io.Writer, f *localFile) error {
+	src, err := os.Open(f.path)
+	if err != nil {
+		return fmt.Errorf("writing archive: %w", err)
+	}
+	defer src.Close()
+	if n, err := io.Copy(w, src); err != nil || n != f.size {
+		return fmt.Errorf("writing archive: copied %d of %d bytes of %s: %v", n, f.size, f.path, err)
+	}
+	return nil
 }
 
 // sourceOf is the image whose repository serves the blob h.
@@ -506,6 +568,12 @@ func (pp *pullPlan) write(ctx context.Context, w io.Writer, jobs int, r Reporter
 	fetches := make([]*prefetch, len(blobs))
 	started, current := 0, 0
 	for _, s := range l.segs {
+		if s.file != nil {
+			if err := copyLocal(w, s.file); err != nil {
+				return err
+			}
+			continue
+		}
 		if s.blob == nil {
 			if _, err := w.Write(s.lit); err != nil {
 				return fmt.Errorf("writing archive: %w", err)
@@ -590,7 +658,7 @@ func (pp *pullPlan) writeAt(ctx context.Context, w io.WriterAt, jobs int, r Repo
 		return err
 	}
 	for _, s := range l.segs {
-		if s.blob == nil {
+		if s.lit != nil {
 			if _, err := w.WriteAt(s.lit, s.off); err != nil {
 				return fmt.Errorf("writing archive: %w", err)
 			}
@@ -599,6 +667,9 @@ func (pp *pullPlan) writeAt(ctx context.Context, w io.WriterAt, jobs int, r Repo
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(jobs)
 	for _, s := range l.segs {
+		if s.file != nil {
+			eg.Go(func() error { return copyLocal(io.NewOffsetWriter(w, s.off), s.file) })
+		}
 		if s.blob != nil {
 			eg.Go(func() error {
 				return pp.copyBlob(ectx, io.NewOffsetWriter(w, s.off), *s.blob, r)
@@ -711,6 +782,7 @@ func (i *Incremental) PullBundleToFile(ctx context.Context, pairs []Pair, path s
 	if err != nil {
 		return nil, err
 	}
+	defer pp.close()
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".imo-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", path, err)

@@ -52,6 +52,12 @@ func (i *Incremental) PushArchive(ctx context.Context, archive, dst string) ([]I
 	}
 	defer j.close()
 	i.vetAll(ctx, j, true)
+	if len(j.archive.deltas) > 0 {
+		if j.rebuilder, err = newRebuilder(i, j.archive); err != nil {
+			return nil, err
+		}
+		defer j.rebuilder.close()
+	}
 	i.sendBlobs(ctx, j)
 	// Images first, then the artifacts that refer to them.
 	for _, artifacts := range []bool{false, true} {
@@ -170,7 +176,7 @@ func (i *Incremental) sendBlobs(ctx context.Context, j *pushJob) {
 				ev.Reason = reasonForeign
 				i.opts.reporter.Report(ev)
 				continue
-			case !mountable && !j.archive.has(h):
+			case !mountable && !j.archive.has(h) && img.dest.rebuild[h] == nil:
 				continue // vet found it missing; the image has failed
 			}
 			if _, ok := targets[h]; !ok {
@@ -212,10 +218,14 @@ func (i *Incremental) sendBlobs(ctx context.Context, j *pushJob) {
 					err = i.mountBlob(ectx, t.client, descs[h], t.from)
 				case uploaded != nil:
 					if err = i.mountBlob(ectx, t.client, descs[h], uploaded.repo); err != nil && j.archive.has(h) {
-						err = i.uploadBlob(ectx, t.client, j.archive, descs[h])
+						err = i.uploadBlob(ectx, t.client, j.archive.blob, descs[h])
+					}
+				case j.archive.has(h):
+					if err = i.uploadBlob(ectx, t.client, j.archive.blob, descs[h]); err == nil {
+						uploaded = t.client
 					}
 				default:
-					if err = i.uploadBlob(ectx, t.client, j.archive, descs[h]); err == nil {
+					if err = i.rebuildBlob(ectx, j, t, descs[h]); err == nil {
 						uploaded = t.client
 					}
 				}
@@ -238,12 +248,31 @@ func (i *Incremental) mountBlob(ctx context.Context, c *repoClient, desc v1.Desc
 	return nil
 }
 
-// uploadBlob uploads desc from the archive into c's repository.
-func (i *Incremental) uploadBlob(ctx context.Context, c *repoClient, a *archiveFile, desc v1.Descriptor) error {
+// rebuildBlob rebuilds desc from its sub-layer delta and uploads it into
+// t's repository.
+func (i *Incremental) rebuildBlob(ctx context.Context, j *pushJob, t *blobTarget, desc v1.Descriptor) error {
+	path, err := j.rebuilder.rebuild(ctx, t.client, desc, t.images[0].dest)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+	i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: t.client.repo.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Reason: "rebuilt from its sub-layer delta"})
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return i.uploadBlob(ctx, t.client, func(d v1.Descriptor, report func(int64)) (io.Reader, error) {
+		return newVerifyingReader(io.NewSectionReader(f, 0, d.Size), d, path, report)
+	}, desc)
+}
+
+// uploadBlob uploads desc, read from open, into c's repository.
+func (i *Incremental) uploadBlob(ctx context.Context, c *repoClient, open func(v1.Descriptor, func(int64)) (io.Reader, error), desc v1.Descriptor) error {
 	ev := Event{Kind: BlobStarted, Ref: c.repo.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
 	i.opts.reporter.Report(ev)
 	err := c.upload(ctx, desc, func() (io.Reader, error) {
-		return a.blob(desc, func(n int64) {
+		return open(desc, func(n int64) {
 			p := ev
 			p.Kind, p.Complete = BlobProgress, n
 			i.opts.reporter.Report(p)

@@ -76,9 +76,10 @@ func PushVet(ctx context.Context, archive, dst string) error {
 // pushJob is an archive opened for vet or push, and where each of its
 // images goes.
 type pushJob struct {
-	archive *archiveFile
-	file    io.Closer
-	images  []*destImage
+	archive   *archiveFile
+	file      io.Closer
+	images    []*destImage
+	rebuilder *rebuilder // for archives with sub-layer deltas
 }
 
 // destImage is one image of an archive at its destination.
@@ -123,6 +124,10 @@ func (i *Incremental) openJob(ctx context.Context, archive, dst, action string) 
 	}
 	j := &pushJob{archive: a, file: file}
 	if err := i.placeImages(ctx, j, dst); err != nil {
+		file.Close()
+		return nil, err
+	}
+	if err := a.checkDeltas(); err != nil {
 		file.Close()
 		return nil, err
 	}
@@ -231,6 +236,9 @@ type destination struct {
 	// mountable are blobs the archive leaves out that the destination
 	// repository lacks but a WithMountFrom repository holds.
 	mountable map[v1.Hash]name.Repository
+	// rebuild are the layers the destination lacks that the archive
+	// carries as sub-layer deltas.
+	rebuild map[v1.Hash]*PlanDelta
 }
 
 // blobCheck remembers what repositories hold, so that a blob shared by
@@ -276,7 +284,7 @@ func (i *Incremental) vetAll(ctx context.Context, j *pushJob, all bool) {
 // repository lacks are then looked for in the WithMountFrom repositories.
 // It returns a [*MissingBlobsError] if any left-out blob is nowhere.
 func (i *Incremental) vet(ctx context.Context, bc *blobCheck, c *repoClient, a *archiveFile, g *imageGraph, all bool) (*destination, error) {
-	d := &destination{present: map[v1.Hash]bool{}, mountable: map[v1.Hash]name.Repository{}}
+	d := &destination{present: map[v1.Hash]bool{}, mountable: map[v1.Hash]name.Repository{}, rebuild: map[v1.Hash]*PlanDelta{}}
 	var mu sync.Mutex
 	ask := func(blobs []*blobUse, repo name.Repository, record func(v1.Hash)) error {
 		eg, ectx := errgroup.WithContext(ctx)
@@ -304,10 +312,29 @@ func (i *Incremental) vet(ctx context.Context, bc *blobCheck, c *repoClient, a *
 	if err := ask(asked, c.repo, func(h v1.Hash) { d.present[h] = true }); err != nil {
 		return nil, err
 	}
+	// A layer carried as a sub-layer delta that the destination lacks is
+	// rebuilt there from base layers, which it must hold instead.
+	var bases []*blobUse
+	for _, b := range g.blobs {
+		dl := a.deltas[b.desc.Digest]
+		if dl == nil || d.present[b.desc.Digest] {
+			continue
+		}
+		d.rebuild[b.desc.Digest] = dl
+		for _, base := range dl.Bases {
+			if _, ok := g.byDigest[base.Digest]; !ok && !slices.ContainsFunc(bases, func(u *blobUse) bool { return u.desc.Digest == base.Digest }) {
+				bases = append(bases, &blobUse{desc: base, neededBy: []string{"the sub-layer delta of " + b.desc.Digest.String()}})
+			}
+		}
+	}
+	if err := ask(bases, c.repo, func(h v1.Hash) { d.present[h] = true }); err != nil {
+		return nil, err
+	}
 	missing := func() []*blobUse {
 		var out []*blobUse
-		for _, b := range g.blobs {
-			if !a.has(b.desc.Digest) && !b.foreign() && !d.present[b.desc.Digest] && d.mountable[b.desc.Digest] == (name.Repository{}) {
+		for _, b := range append(slices.Clone(g.blobs), bases...) {
+			h := b.desc.Digest
+			if !a.has(h) && !b.foreign() && d.rebuild[h] == nil && !d.present[h] && d.mountable[h] == (name.Repository{}) {
 				out = append(out, b)
 			}
 		}

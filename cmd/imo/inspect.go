@@ -77,7 +77,10 @@ func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
 	fmt.Fprintln(tw, "BLOB\tSIZE\tMEDIA TYPE\tCARRIED")
 	for _, b := range p.Blobs {
 		carried := "yes"
-		if !b.Included {
+		switch {
+		case b.Delta != nil:
+			carried = fmt.Sprintf("delta: %d bytes (%.1f%%), %s", b.Delta.Size, percent(b.Delta.Size, b.Size), b.Delta.Recipe)
+		case !b.Included:
 			carried = "no: " + b.Reason
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", b.Digest, b.Size, b.MediaType, carried)

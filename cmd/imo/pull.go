@@ -11,7 +11,7 @@ import (
 )
 
 func newPullCmd(g *globalFlags) *cobra.Command {
-	var output, from string
+	var output, from, sublayer string
 	var have []string
 	var dryRun, withReferrers bool
 	cmd := &cobra.Command{
@@ -27,7 +27,15 @@ With --from FILE, write one archive (a bundle) of many images: FILE lists
 stored once, and left out only when the base of every image using it has it.
 
 With --have FILE (repeatable), also leave out every blob the inventory FILE
-lists: what the far side's registry holds, from "imo inventory" there.`,
+lists: what the far side's registry holds, from "imo inventory" there.
+
+With --sublayer auto, a changed layer that is mostly a rebuild of a base
+layer (same files, new times, a few changed binaries) travels as a delta: its
+tar's headers, references to contents base has, binary patches and new
+contents, and the recipe that recompresses the rebuilt tar into the exact
+blob. Each delta is proved by rebuilding the blob and comparing digests, and
+used only when at most half the blob; push rebuilds it from the base layers
+at the destination, digest for digest.`,
 		Example: `  imo pull registry.example/app:v1 registry.example/app:v2 -o difference.tar
   imo pull scratch registry.example/app:v2 -o app-v2.tar --platform linux/amd64
   imo pull --dry-run registry.example/app:v1 registry.example/app:v2
@@ -46,6 +54,13 @@ lists: what the far side's registry holds, from "imo inventory" there.`,
 				return err
 			}
 			var extra []imo.Option
+			switch sublayer {
+			case "auto":
+				extra = append(extra, imo.WithSublayerDeltas())
+			case "off":
+			default:
+				return usagef("--sublayer %q: want auto or off", sublayer)
+			}
 			if withReferrers {
 				extra = append(extra, imo.WithReferrers())
 			}
@@ -79,6 +94,7 @@ lists: what the far side's registry holds, from "imo inventory" there.`,
 	cmd.Flags().StringVarP(&output, "output", "o", "difference.tar", "archive file to write, or - for standard output")
 	cmd.Flags().StringVar(&from, "from", "", "pull every BASE FINAL pair FILE lists into one archive (- for standard input)")
 	cmd.Flags().StringArrayVar(&have, "have", nil, "leave out every blob this inventory (from imo inventory at the far side) lists; repeatable")
+	cmd.Flags().StringVar(&sublayer, "sublayer", "off", "auto: carry changed layers as sub-layer deltas against the base's layers where that halves them or better (downloads the base's layers); off: whole layers")
 	cmd.Flags().BoolVar(&withReferrers, "with-referrers", false, "also carry the final images' cosign signatures, attestations and SBOMs and their OCI referrers")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print which blobs would be carried and omitted, and the saving, without downloading any")
 	return cmd
