@@ -27,7 +27,7 @@ const Scratch = "scratch"
 type pullPlan struct {
 	plan   *Plan
 	images []pulledImage
-	all    *imageGraph       // every manifest and blob of the images, once each
+	all    *imageGraph     // every manifest and blob of the images, once each
 	source map[v1.Hash]int // which image's repository serves each blob
 	// Files the pull already holds (see sublayer.go): whole blobs
 	// downloaded to try a delta, and the deltas themselves.
