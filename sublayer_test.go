@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,7 +117,7 @@ func layerOf(t *testing.T, b []byte, mt types.MediaType) v1.Layer {
 // rebuildPair writes app:v1 and app:v2 to src: an unchanged OS layer, then
 // an application layer that v2 rebuilt with new times and a few changed,
 // added and removed files, both made by app.
-func rebuildPair(t *testing.T, f sandbox.Format, src *testRegistry, app func([]byte) v1.Layer) (v1s, v2s v1.Image, appV2 v1.Layer) {
+func rebuildPair(t *testing.T, f sandbox.Format, src string, app func([]byte) v1.Layer) (v1s, v2s v1.Image, appV2 v1.Layer) {
 	t.Helper()
 	osLayer, err := sandbox.Layer(f.Layer, "etc/os-release", "ID=sampleos\n", "usr/share/doc/os.txt", sandbox.Text("os", 96<<10))
 	if err != nil {
@@ -132,8 +133,8 @@ func rebuildPair(t *testing.T, f sandbox.Format, src *testRegistry, app func([]b
 	if v2s, err = f.Image(p, osLayer, appV2); err != nil {
 		t.Fatal(err)
 	}
-	src.write(t, src.ref("app:v1"), v1s)
-	src.write(t, src.ref("app:v2"), v2s)
+	writeTo(t, src+"/app:v1", v1s)
+	writeTo(t, src+"/app:v2", v2s)
 	return v1s, v2s, appV2
 }
 
@@ -145,7 +146,7 @@ func TestSublayerDeltas(t *testing.T) {
 			if e.mt != types.DockerLayer {
 				f = sandbox.OCI
 			}
-			v1s, v2s, appV2 := rebuildPair(t, f, src, func(b []byte) v1.Layer { return compressed(t, e, b) })
+			v1s, v2s, appV2 := rebuildPair(t, f, src.Host, func(b []byte) v1.Layer { return compressed(t, e, b) })
 			dst.write(t, dst.ref("app:v1"), v1s)
 			ctx := context.Background()
 			inc := imo.New(imo.WithPlainHTTP(), imo.WithSublayerDeltas(), imo.WithTempDir(t.TempDir()))
@@ -196,6 +197,26 @@ func TestSublayerDeltas(t *testing.T) {
 			if _, err := imo.Inspect(ctx, path); err != nil {
 				t.Errorf("Inspect() = %v", err)
 			}
+
+			// A destination without the base cannot rebuild the layer: vet
+			// names the base layer the delta needs.
+			ls, err := v1s.Layers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			appV1 := digest(t, ls[1])
+			err = inc.PushVet(ctx, path, newTestRegistry(t, nil).ref("app:v2"))
+			var missing *imo.MissingBlobsError
+			if !errors.As(err, &missing) {
+				t.Fatalf("PushVet(empty) = %v, want missing blobs", err)
+			}
+			named := false
+			for _, m := range missing.Blobs {
+				named = named || (m.Digest == appV1 && strings.Contains(strings.Join(m.NeededBy, " "), "sub-layer delta of "+h.String()))
+			}
+			if !named {
+				t.Errorf("PushVet(empty) = %v; want v1's layer %s named as needed by the delta", err, appV1)
+			}
 		})
 	}
 }
@@ -213,7 +234,7 @@ func TestSublayerUnsupportedEncoder(t *testing.T) {
 		return layerOf(t, buf.Bytes(), types.DockerLayer)
 	}
 	src := newTestRegistry(t, nil)
-	_, _, appV2 := rebuildPair(t, sandbox.Docker, src, twoMembers)
+	_, _, appV2 := rebuildPair(t, sandbox.Docker, src.Host, twoMembers)
 	inc := imo.New(imo.WithPlainHTTP(), imo.WithSublayerDeltas(), imo.WithTempDir(t.TempDir()))
 	b, err := pull(t, inc, src.ref("app:v1"), src.ref("app:v2"))
 	if err != nil {
@@ -228,7 +249,7 @@ func TestSublayerEncoderMismatch(t *testing.T) {
 	// An archive whose delta names an encoder version this build does not
 	// have is refused before anything is uploaded.
 	src, dst := newTestRegistry(t, nil), newTestRegistry(t, nil)
-	v1s, _, _ := rebuildPair(t, sandbox.Docker, src, func(b []byte) v1.Layer { return compressed(t, encoders[0], b) })
+	v1s, _, _ := rebuildPair(t, sandbox.Docker, src.Host, func(b []byte) v1.Layer { return compressed(t, encoders[0], b) })
 	dst.write(t, dst.ref("app:v1"), v1s)
 	inc := imo.New(imo.WithPlainHTTP(), imo.WithSublayerDeltas(), imo.WithTempDir(t.TempDir()))
 	b, err := pull(t, inc, src.ref("app:v1"), src.ref("app:v2"))
@@ -251,6 +272,47 @@ func TestSublayerEncoderMismatch(t *testing.T) {
 	}
 	if n := dst.count(http.MethodPost, "") + dst.count(http.MethodPut, ""); n != 0 {
 		t.Errorf("PushArchive() sent %d POST/PUT requests before refusing", n)
+	}
+}
+
+func TestDistributionSublayer(t *testing.T) {
+	src := realRegistry(t, sandbox.DistributionOptions{})
+	dst := realRegistry(t, sandbox.DistributionOptions{})
+	for _, e := range []encoder{encoders[0], encoders[4], encoders[5]} {
+		t.Run(e.name, func(t *testing.T) {
+			repo := "/" + strings.Fields(e.name)[0]
+			f := sandbox.Docker
+			if e.mt != types.DockerLayer {
+				f = sandbox.OCI
+			}
+			v1s, v2s, _ := rebuildPair(t, f, src.Host+repo, func(b []byte) v1.Layer { return compressed(t, e, b) })
+			writeTo(t, dst.Host+repo+"/app:v1", v1s)
+			ctx := context.Background()
+			inc := imo.New(imo.WithPlainHTTP(), imo.WithSublayerDeltas(), imo.WithTempDir(t.TempDir()))
+			path := filepath.Join(t.TempDir(), "delta.tar")
+			plan, err := inc.PullToFile(ctx, src.Host+repo+"/app:v1", src.Host+repo+"/app:v2", path)
+			if err != nil {
+				t.Fatalf("PullToFile() = %v", err)
+			}
+			deltas := 0
+			for _, b := range plan.Blobs {
+				if b.Delta != nil {
+					deltas++
+				}
+			}
+			if deltas != 1 {
+				t.Errorf("the archive carries %d deltas, want 1", deltas)
+			}
+			if err := inc.PushVet(ctx, path, dst.Host+repo+"/app:v2"); err != nil {
+				t.Fatalf("PushVet() = %v", err)
+			}
+			if err := inc.Push(ctx, path, dst.Host+repo+"/app:v2"); err != nil {
+				t.Fatalf("Push() = %v", err)
+			}
+			if got, err := headDigest(dst.Host + repo + "/app:v2"); err != nil || got != digest(t, v2s) {
+				t.Errorf("the destination holds %v, %v; want %s", got, err, digest(t, v2s))
+			}
+		})
 	}
 }
 
