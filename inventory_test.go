@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -110,23 +111,33 @@ func (w inventoryWant) check(t *testing.T, inv *imo.Inventory) {
 	}
 }
 
-// inventoryFixture is a registry holding three repositories: team/app (a
-// Docker multi-platform v1 and v2, v2 also tagged latest), team/tool (an
-// OCI single-platform image) and other/base (a Docker single-platform
-// image).
+// inventoryFixture is what a registry holds: three repositories, team/app
+// (a Docker multi-platform v1 and v2, v2 also tagged latest), team/tool (an
+// OCI single-platform image) and other/base (a Docker single-platform image
+// sharing its layers and config with team/tool).
 type inventoryFixture struct {
-	reg *testRegistry
 	// by repository
 	images map[string][]sandbox.Artifact
 	tags   map[string][]string
 }
 
+// newInventoryFixture pushes the fixture into reg.
 func newInventoryFixture(t *testing.T, reg *testRegistry, opts ...remote.Option) *inventoryFixture {
+	t.Helper()
+	return pushInventoryFixture(t, func(repoTag string, art sandbox.Artifact) {
+		if err := reg.Write(context.Background(), reg.ref(repoTag), art, opts...); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// pushInventoryFixture pushes the fixture with write, given "repo:tag".
+func pushInventoryFixture(t *testing.T, write func(repoTag string, art sandbox.Artifact)) *inventoryFixture {
 	t.Helper()
 	app := newAppPair(t, docker, "linux/amd64", "linux/arm64/v8")
 	tool := newAppPair(t, oci, "linux/amd64")
 	base := newAppPair(t, docker, "linux/amd64")
-	f := &inventoryFixture{reg: reg, images: map[string][]sandbox.Artifact{}, tags: map[string][]string{}}
+	f := &inventoryFixture{images: map[string][]sandbox.Artifact{}, tags: map[string][]string{}}
 	for _, w := range []struct {
 		repo, tag string
 		art       sandbox.Artifact
@@ -135,9 +146,7 @@ func newInventoryFixture(t *testing.T, reg *testRegistry, opts ...remote.Option)
 		{"team/tool", "1.0", tool.V1},
 		{"other/base", "v1", base.V1},
 	} {
-		if err := reg.Write(context.Background(), reg.ref(w.repo+":"+w.tag), w.art, opts...); err != nil {
-			t.Fatal(err)
-		}
+		write(w.repo+":"+w.tag, w.art)
 		f.images[w.repo] = append(f.images[w.repo], w.art)
 		f.tags[w.repo] = append(f.tags[w.repo], w.tag)
 	}
@@ -696,4 +705,27 @@ func FuzzReadInventory(f *testing.F) {
 			t.Fatalf("Write is not stable through ReadInventory:\n%s\n%s", once, twice)
 		}
 	})
+}
+
+// Take an inventory of the far side's registry, for the next pull to leave
+// out what it holds.
+func ExampleIncremental_Inventory() {
+	_, dst, stop := exampleRegistries()
+	defer stop()
+	inv, err := imo.New(imo.WithPlainHTTP()).Inventory(context.Background(), dst, "app")
+	if err != nil {
+		log.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, b := range inv.Blobs {
+		kinds[b.Kind]++
+	}
+	for _, r := range inv.Repositories {
+		fmt.Println(r.Name, r.Tags)
+	}
+	fmt.Printf("%d manifest, %d config, %d layers\n", kinds[imo.InventoryManifest], kinds[imo.InventoryConfig], kinds[imo.InventoryLayer])
+	// Write stores it for imo pull, one blob per line: inv.Write(file).
+	// Output:
+	// app [v1]
+	// 1 manifest, 1 config, 2 layers
 }
