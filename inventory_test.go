@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/sandbox"
 	"go.uber.org/goleak"
@@ -86,9 +87,7 @@ func (w inventoryWant) add(t testing.TB, repo string, art sandbox.Artifact) {
 // check compares inv's blobs with w, exactly.
 func (w inventoryWant) check(t *testing.T, inv *imo.Inventory) {
 	t.Helper()
-	var got []v1.Hash
 	for k, b := range inv.Blobs {
-		got = append(got, b.Digest)
 		if k > 0 && inv.Blobs[k-1].Digest.String() >= b.Digest.String() {
 			t.Errorf("blobs not sorted at %d: %s after %s", k, b.Digest, inv.Blobs[k-1].Digest)
 		}
@@ -608,6 +607,8 @@ func TestReadInventoryRoundTrip(t *testing.T) {
 	}
 }
 
+var spaces = bytes.Repeat([]byte{' '}, 64<<10)
+
 // endless is a reader of n bytes of spaces.
 type endless struct{ n int64 }
 
@@ -615,12 +616,9 @@ func (e *endless) Read(p []byte) (int, error) {
 	if e.n <= 0 {
 		return 0, io.EOF
 	}
-	k := min(int64(len(p)), e.n)
-	for i := range p[:k] {
-		p[i] = ' '
-	}
-	e.n -= k
-	return int(k), nil
+	k := copy(p[:min(int64(len(p)), e.n)], spaces)
+	e.n -= int64(k)
+	return k, nil
 }
 
 func TestReadInventoryInvalid(t *testing.T) {
@@ -728,4 +726,63 @@ func ExampleIncremental_Inventory() {
 	// Output:
 	// app [v1]
 	// 1 manifest, 1 config, 2 layers
+}
+
+// TestInventoryOddManifests lists a Docker schema 1 manifest alone, and
+// leaves out a non-distributable layer, which registries do not hold.
+func TestInventoryOddManifests(t *testing.T) {
+	reg := newTestRegistry(t, nil)
+	foreign, err := sandbox.Layer(types.DockerForeignLayer, "windows/base.txt", "a foreign layer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := sandbox.Layer(types.DockerLayer, "app.txt", "an app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := docker.Image(v1.Platform{OS: "windows", Architecture: "amd64"}, foreign, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.write(t, reg.ref("win/app:v1"), img)
+
+	schema1 := []byte(`{"schemaVersion":1,"name":"old/app","tag":"v1","architecture":"amd64","fsLayers":[],"history":[]}`)
+	req, err := http.NewRequest(http.MethodPut, "http://"+reg.Host+"/v2/old/app/manifests/v1", bytes.NewReader(schema1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", string(types.DockerManifestSchema1))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("putting a schema 1 manifest: %s", resp.Status)
+	}
+
+	var skipped []imo.Event
+	var mu sync.Mutex
+	inv, err := imo.New(imo.WithPlainHTTP(), imo.WithReporter(imo.ReporterFunc(func(e imo.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if e.Kind == imo.BlobSkipped {
+			skipped = append(skipped, e)
+		}
+	}))).Inventory(context.Background(), reg.Host)
+	if err != nil {
+		t.Fatalf("Inventory() = %v", err)
+	}
+	want := inventoryWant{}
+	want.add(t, "win/app", img)
+	delete(want, digest(t, foreign))
+	h, size, err := v1.SHA256(bytes.NewReader(schema1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want[h] = &wantBlob{size: size, kind: imo.InventoryManifest, repos: map[string]bool{"old/app": true}}
+	want.check(t, inv)
+	if len(skipped) != 1 || skipped[0].Digest != h || !strings.Contains(skipped[0].Reason, "schema 1") {
+		t.Errorf("Inventory() reported %v skipped, want the schema 1 manifest %s", skipped, h)
+	}
 }
