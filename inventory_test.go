@@ -266,6 +266,7 @@ func TestInventoryErrors(t *testing.T) {
 		{"empty repository", nil, reg.Host, []string{"/"}, []string{"not a repository path"}},
 		{"bad prefix", nil, reg.Host + "/Mirror", nil, []string{"Mirror", "not a repository path"}},
 		{"no host", nil, "/team", nil, []string{"want host[:port]"}},
+		{"a URL", nil, "https://" + reg.Host, nil, []string{"want host[:port]"}},
 		{"a tag, not a target", nil, reg.Host + "/team/app:v1", nil, []string{"not a repository path"}},
 		{"HTTPS to a plain registry", nil, reg.Host, []string{"team/app"}, []string{reg.Host}},
 		{"invalid option", []imo.Option{imo.WithJobs(0)}, reg.Host, nil, []string{"WithJobs"}},
