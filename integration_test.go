@@ -357,3 +357,44 @@ func TestSkopeo(t *testing.T) {
 		}
 	})
 }
+
+// TestDistributionInventory takes inventories of the distribution registry
+// through its catalog, with and without basic auth.
+func TestDistributionInventory(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    sandbox.DistributionOptions
+	}{
+		{"anonymous", sandbox.DistributionOptions{}},
+		{"basic auth", sandbox.DistributionOptions{User: "alice", Password: "s3cret-pw"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := realRegistry(t, tc.o)
+			var opts []remote.Option
+			incOpts := []imo.Option{imo.WithPlainHTTP()}
+			if tc.o.User != "" {
+				opts = append(opts, remote.WithAuth(&authn.Basic{Username: tc.o.User, Password: tc.o.Password}))
+				incOpts = append(incOpts, imo.WithPushAuth(tc.o.User, tc.o.Password))
+			}
+			f := pushInventoryFixture(t, func(repoTag string, art sandbox.Artifact) {
+				writeTo(t, d.Host+"/"+repoTag, art, opts...)
+			})
+			inc := imo.New(incOpts...)
+			inv, err := inc.Inventory(context.Background(), d.Host)
+			if err != nil {
+				t.Fatalf("Inventory(catalog) = %v", err)
+			}
+			want, _ := f.want(t, "other/base", "team/app", "team/tool")
+			want.check(t, inv)
+			inv, err = inc.Inventory(context.Background(), d.Host+"/team")
+			if err != nil {
+				t.Fatalf("Inventory(team) = %v", err)
+			}
+			want, _ = f.want(t, "team/app", "team/tool")
+			want.check(t, inv)
+			if _, err := inc.Inventory(context.Background(), d.Host, "team/none"); err == nil || !strings.Contains(err.Error(), "team/none") {
+				t.Errorf("Inventory(a missing repository) = %v, want an error naming it", err)
+			}
+		})
+	}
+}

@@ -351,7 +351,9 @@ func (inv *Inventory) Blob(h v1.Hash) (InventoryBlob, bool) {
 //
 // A tree with a manifest imo cannot read (Docker schema 1, say) is listed as
 // its top manifest alone, and reported as a [BlobSkipped] event: an
-// inventory may list less than the registry holds, never more.
+// inventory may list less than the registry holds, never more. A manifest
+// whose bytes do not match its digest is a [*DigestMismatchError]; a digest
+// that descriptors give two sizes is an error wrapping [ErrInvalidManifest].
 func (i *Incremental) Inventory(ctx context.Context, target string, repos ...string) (*Inventory, error) {
 	if i.err != nil {
 		return nil, i.err
@@ -405,7 +407,7 @@ func (i *Incremental) inventoryTarget(host, prefix string, repos []string) (reg 
 	if i.opts.plainPush {
 		opts = append(opts, name.Insecure)
 	}
-	if reg, err = name.NewRegistry(host, opts...); err != nil || host == "" {
+	if reg, err = name.NewRegistry(host, opts...); err != nil || host == "" || strings.HasSuffix(host, ":") {
 		return reg, nil, fmt.Errorf("inventory target %q: want host[:port] or host[:port]/prefix", host)
 	}
 	check := func(what, path string) error {
@@ -483,7 +485,7 @@ func (t *inventoryTaker) catalog(ctx context.Context, reg name.Registry, prefix 
 		var te *transport.Error
 		if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden ||
 			te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusMethodNotAllowed || te.StatusCode == http.StatusBadRequest) {
-			return nil, fmt.Errorf("listing the repositories of %s: the registry does not offer its catalog to these credentials: name the repositories to inventory: %w", reg.RegistryStr(), err)
+			return nil, fmt.Errorf("listing the repositories of %s: the registry refuses to list its repositories (the catalog API): name the repositories to inventory: %w", reg.RegistryStr(), err)
 		}
 		return nil, fmt.Errorf("listing the repositories of %s: %w", reg.RegistryStr(), err)
 	}

@@ -41,6 +41,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the destina
 		newPullCmd(g),
 		newVetCmd(g),
 		newPushCmd(g),
+		newInventoryCmd(g),
 		newInspectCmd(),
 		newManifestCmd(g),
 		newDemoCmd(),

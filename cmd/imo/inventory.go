@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/imokit/imo"
+	"github.com/spf13/cobra"
+)
+
+func newInventoryCmd(g *globalFlags) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "inventory TARGET [REPO ...]",
+		Short: "Write what repositories of a registry hold, for pull to leave out",
+		Long: `Write, as JSON, the digest, size and kind of every manifest, config and layer
+that repositories of the destination registry hold, and which repositories
+hold each. TARGET is host[:port] or host[:port]/prefix; REPOs are repository
+paths under TARGET. Without REPOs, every repository the registry's catalog
+lists under TARGET is inventoried. The file is sorted, one blob per line, so
+that two inventories diff well, and appears complete or not at all. A summary
+goes to standard error (not with --quiet). Uses the destination's flags (--dest-creds, ...).`,
+		Example: `  imo inventory site-registry:5000 -o have.json
+  imo inventory site-registry:5000/mirror team/app team/tool -o have.json
+  imo inventory site-registry:5000 library/debian -o - | gzip > have.json.gz`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 1 {
+				return usagef("%s takes a TARGET and optional repositories, got no argument", cmd.Name())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			inc, err := newIncremental(cmd, g, pushSide)
+			if err != nil {
+				return err
+			}
+			inv, err := inc.Inventory(cmd.Context(), args[0], args[1:]...)
+			if err != nil {
+				return err
+			}
+			if output == "-" {
+				err = inv.Write(cmd.OutOrStdout())
+			} else {
+				err = writeInventoryFile(inv, output)
+			}
+			if err != nil {
+				return err
+			}
+			if g.quiet {
+				return nil
+			}
+			return printInventorySummary(cmd.ErrOrStderr(), inv, output)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "-", "inventory file to write, or - for standard output")
+	return cmd
+}
+
+// writeInventoryFile writes inv to path, complete or not at all: into a
+// temporary file beside it, renamed over path.
+func writeInventoryFile(inv *imo.Inventory, path string) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".imo-*")
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := inv.Write(tmp); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	mode := os.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// printInventorySummary writes one line about inv to w.
+func printInventorySummary(w io.Writer, inv *imo.Inventory, output string) error {
+	var manifests, blobs int
+	var size int64
+	for _, b := range inv.Blobs {
+		if b.Kind == imo.InventoryManifest {
+			manifests++
+		} else {
+			blobs++
+		}
+		size += b.Size
+	}
+	where := ""
+	if output != "-" {
+		where = " into " + output
+	}
+	_, err := fmt.Fprintf(w, "imo: inventory of %s%s: %d repositories, %d manifests, %d blobs, %d bytes, in %s%s\n",
+		inv.Registry, prefixSuffix(inv.Prefix), len(inv.Repositories), manifests, blobs, size, inv.Took, where)
+	return err
+}
+
+func prefixSuffix(prefix string) string {
+	if prefix == "" {
+		return ""
+	}
+	return "/" + prefix
+}
