@@ -41,6 +41,7 @@ type globalFlags struct {
 	cert, key string
 	namespace string
 	mountFrom []string
+	tempDir   string
 	jobs      int
 	retries   int
 	retryWait time.Duration
@@ -70,6 +71,7 @@ func (g *globalFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&g.cert, "cert", "c", "", "PEM client certificate for mutual TLS (with --key)")
 	fs.StringVarP(&g.key, "key", "k", "", "PEM client key for mutual TLS (with --cert)")
 	fs.StringVarP(&g.namespace, "ns", "n", "", "pull through a mirror: send ns=NAMESPACE (the upstream registry) on every request")
+	fs.StringVar(&g.tempDir, "temp-dir", "", "where temporary files go: sub-layer work and archives pushed from standard input (default: the system's)")
 	fs.StringArrayVar(&g.mountFrom, "mount-from", nil, "vet and push: take blobs the archive leaves out from this repository of the destination registry (repeatable)")
 	fs.IntVarP(&g.jobs, "jobs", "j", 4, "requests made at once where order does not matter")
 	fs.IntVar(&g.retries, "retries", 4, "retries of a transient failure, per request and per blob (0: none)")
@@ -145,6 +147,9 @@ func (g *globalFlags) options(cmd *cobra.Command, s side) ([]imo.Option, error) 
 	}
 	if g.namespace != "" {
 		opts = append(opts, imo.WithNamespace(g.namespace))
+	}
+	if g.tempDir != "" {
+		opts = append(opts, imo.WithTempDir(g.tempDir))
 	}
 	if len(g.mountFrom) > 0 {
 		opts = append(opts, imo.WithMountFrom(g.mountFrom...))
