@@ -143,6 +143,9 @@ func run(ctx context.Context, o options) error {
 
 	fmt.Fprintln(os.Stderr, "measuring...")
 	b.header(size.pair)
+	b.printf("")
+	b.printf("| scenario | tool | time (s) | × baseline | peak RSS (MiB) | written (MiB) | written ÷ archive |")
+	b.printf("|---|---|---|---|---|---|---|")
 	scenarios, err := b.scenarios()
 	if err != nil {
 		return err
@@ -225,9 +228,6 @@ func (b *bench) header(budget int64) {
 	b.printf("Profile %q (images built from %s MiB of real files), %d runs per tool, medians.", b.o.profile, mib(budget), b.o.runs)
 	b.printf("Machine: %s/%s, %d cores; %s; %s; %s.", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(),
 		strings.TrimSpace(string(goVersion)), strings.TrimSpace(string(regVersion)), strings.TrimSpace(string(skopeoVersion)))
-	b.printf("")
-	b.printf("| scenario | tool | time (s) | × baseline | peak RSS (MiB) | written (MiB) | written ÷ archive |")
-	b.printf("|---|---|---|---|---|---|---|")
 }
 
 // blobsOf lists the blobs an archive plan carries (configs and layers).
