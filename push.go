@@ -251,12 +251,13 @@ func (i *Incremental) mountBlob(ctx context.Context, c *repoClient, desc v1.Desc
 // rebuildBlob rebuilds desc from its sub-layer delta and uploads it into
 // t's repository.
 func (i *Incremental) rebuildBlob(ctx context.Context, j *pushJob, t *blobTarget, desc v1.Descriptor) error {
-	path, err := j.rebuilder.rebuild(ctx, t.client, desc, t.images[0].dest)
+	path, spooled, err := j.rebuilder.rebuild(ctx, t.client, desc, t.images[0].dest)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(path)
-	i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: t.client.repo.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Reason: "rebuilt from its sub-layer delta"})
+	i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: t.client.repo.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size,
+		Reason: fmt.Sprintf("rebuilt from its sub-layer delta, with %d bytes of base layer contents spooled to disk", spooled)})
 	f, err := os.Open(path)
 	if err != nil {
 		return err

@@ -260,10 +260,11 @@ func (r *rebuilder) close() {
 }
 
 // rebuild rebuilds the blob desc from its delta into a temporary file,
-// verified against desc, and returns the file's path. The base layers come
+// verified against desc, and returns the file's path and how many bytes of
+// base layer contents are spooled on disk for it. The base layers come
 // from the archive when it carries them, or else from c's registry: from
 // c's repository, or from the repository where vet found them.
-func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descriptor, d *destination) (string, error) {
+func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descriptor, d *destination) (string, int64, error) {
 	dl := r.a.deltas[desc.Digest]
 	key := ""
 	for _, b := range dl.Bases {
@@ -299,15 +300,15 @@ func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descript
 		}
 	})
 	if set.err != nil {
-		return "", set.err
+		return "", 0, set.err
 	}
 	delta, ok := r.a.section(deltaName(desc.Digest))
 	if !ok {
-		return "", r.a.invalid("no delta for %s", desc.Digest)
+		return "", 0, r.a.invalid("no delta for %s", desc.Digest)
 	}
 	out, err := os.CreateTemp(r.dir, "rebuilt-")
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	_, err = sublayer.Rebuild(ctx, set.base, delta, out)
 	if cerr := out.Close(); err == nil {
@@ -316,11 +317,11 @@ func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descript
 	if err != nil {
 		os.Remove(out.Name())
 		if errors.Is(err, sublayer.ErrDigestMismatch) {
-			return "", &DigestMismatchError{Source: "the sub-layer delta in " + r.a.name, Want: desc.Digest, WantSize: desc.Size}
+			return "", 0, &DigestMismatchError{Source: "the sub-layer delta in " + r.a.name, Want: desc.Digest, WantSize: desc.Size}
 		}
-		return "", fmt.Errorf("rebuilding %s from its sub-layer delta: %w", desc.Digest, err)
+		return "", 0, fmt.Errorf("rebuilding %s from its sub-layer delta: %w", desc.Digest, err)
 	}
-	return out.Name(), nil
+	return out.Name(), set.base.Spooled(), nil
 }
 
 // checkDeltas checks, before anything is sent, that this build reproduces
