@@ -256,8 +256,8 @@ func (i *Incremental) rebuildBlob(ctx context.Context, j *pushJob, t *blobTarget
 		return err
 	}
 	defer os.Remove(path)
-	i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: t.client.repo.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size,
-		Reason: fmt.Sprintf("rebuilt from its sub-layer delta, with %d bytes of base layer contents spooled to disk", spooled)})
+	i.opts.reporter.Report(Event{Kind: BlobRebuilt, Ref: t.client.repo.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size,
+		Reason: fmt.Sprintf("from its sub-layer delta, with %d bytes of base layer contents spooled to disk", spooled)})
 	f, err := os.Open(path)
 	if err != nil {
 		return err

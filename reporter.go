@@ -31,6 +31,10 @@ const (
 	BlobDone
 	// ManifestPushed: a manifest was written to Ref.
 	ManifestPushed
+	// BlobRebuilt: a layer of Size bytes was rebuilt from its sub-layer
+	// delta and verified, before its upload; Reason tells the base layer
+	// contents spooled to disk for it.
+	BlobRebuilt
 )
 
 var kindNames = map[EventKind]string{
@@ -40,6 +44,7 @@ var kindNames = map[EventKind]string{
 	BlobProgress:   "blob-progress",
 	BlobDone:       "blob-done",
 	ManifestPushed: "manifest-pushed",
+	BlobRebuilt:    "blob-rebuilt",
 }
 
 // String returns the kind's name, such as "blob-done".
@@ -84,6 +89,8 @@ func (e Event) String() string {
 		return fmt.Sprintf("copied %s (%d bytes)", e.Digest, e.Size)
 	case ManifestPushed:
 		return fmt.Sprintf("pushed manifest %s to %s", e.Digest, e.Ref)
+	case BlobRebuilt:
+		return fmt.Sprintf("rebuilt %s (%d bytes) %s", e.Digest, e.Size, e.Reason)
 	}
 	return e.Kind.String()
 }
