@@ -97,3 +97,29 @@ func TestWithReferrers(t *testing.T) {
 		t.Errorf("imo pull --dry-run --with-referrers: want the signature listed as an artifact:\n%s", r)
 	}
 }
+
+func TestHave(t *testing.T) {
+	// The site holds app:v1; its inventory makes a whole pull of app:v2
+	// carry only what v1 lacks, and vet says the inventory still holds.
+	src, site, _ := registries(t, nil, nil)
+	dir := t.TempDir()
+	have, archive := filepath.Join(dir, "site.json"), filepath.Join(dir, "app.tar")
+	if r := imoCmd(t, "", "inventory", "--plain-http", "-q", site.Host, "-o", have); r.code != 0 {
+		t.Fatalf("imo inventory:\n%s", r)
+	}
+	whole := imoCmd(t, "", "pull", "--plain-http", "-q", "--dry-run", "scratch", src.Ref("app:v2"))
+	r := imoCmd(t, "", "pull", "--plain-http", "-q", "--dry-run", "--have", have, "scratch", src.Ref("app:v2"))
+	if r.code != 0 || !strings.Contains(r.stdout, "no: in the inventory of "+site.Host) || !strings.Contains(r.stdout, "inventory ") || r.stdout == whole.stdout {
+		t.Errorf("imo pull --dry-run --have: want blobs left out by the inventory:\n%s", r)
+	}
+	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "--have", have, "scratch", src.Ref("app:v2"), "-o", archive); r.code != 0 {
+		t.Fatalf("imo pull --have:\n%s", r)
+	}
+	r = imoCmd(t, "", "vet", "--plain-http", archive, site.Ref("app:v2"))
+	if r.code != 0 || !strings.Contains(r.stdout, "the archive leaves out what the inventory of "+site.Host) {
+		t.Errorf("imo vet of an archive built with --have:\n%s", r)
+	}
+	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "--have", filepath.Join(dir, "nope.json"), "scratch", src.Ref("app:v2")); r.code != exitError {
+		t.Errorf("imo pull --have MISSING: want exit 1:\n%s", r)
+	}
+}
