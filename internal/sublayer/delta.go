@@ -252,6 +252,9 @@ func (e *encoder) flushRaw() error {
 	if len(e.pending) == 0 {
 		return nil
 	}
+	if err := e.ctx.Err(); err != nil {
+		return err
+	}
 	op := binary.AppendUvarint([]byte{opRaw}, uint64(len(e.pending)))
 	if _, err := e.w.Write(op); err != nil {
 		return err
@@ -264,8 +267,8 @@ func (e *encoder) flushRaw() error {
 }
 
 // inMemory is the largest content held in memory while it is hashed;
-// larger ones are staged in a scratch file.
-const inMemory = maxPatchSize
+// larger ones are staged in a scratch file and never patched.
+var inMemory int64 = maxPatchSize
 
 func (e *encoder) content(name string, size int64, r io.Reader) error {
 	if err := e.ctx.Err(); err != nil {
