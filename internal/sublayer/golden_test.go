@@ -83,12 +83,15 @@ func TestCheckEncoders(t *testing.T) {
 	if err := CheckEncoders(); err != nil {
 		t.Fatalf("CheckEncoders() = %v", err)
 	}
-	// A vector that no longer matches is reported by name.
-	bad := []goldenVector{goldenVectors[0]}
-	bad[0].sha256 = strings.Repeat("0", 64)
-	err := checkGolden(bad)
-	if !errors.Is(err, ErrEncoderMismatch) || !strings.Contains(err.Error(), bad[0].encoder) {
-		t.Errorf("checkGolden(altered) = %v, want ErrEncoderMismatch naming %s", err, bad[0].encoder)
+	// A vector that no longer matches is reported by encoder.
+	altered := []goldenVector{goldenVectors[0], goldenVectors[len(goldenVectors)-1]}
+	altered[0].sha256 = strings.Repeat("0", 64)
+	bad, err := checkGolden(altered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != 1 || len(bad[altered[0].encoder]) != 1 {
+		t.Errorf("checkGolden(altered) = %v, want one vector of %s", bad, altered[0].encoder)
 	}
 }
 
@@ -125,5 +128,26 @@ func TestEncoderVersions(t *testing.T) {
 				t.Errorf("this build has %s %s (replaced: %v), recipes record %s", d.Path, d.Version, d.Replace != nil, v)
 			}
 		}
+	}
+}
+
+// TestCheckRecipeRefuses checks that a recipe is refused when its own
+// encoder's vectors differ, and only then.
+func TestCheckRecipeRefuses(t *testing.T) {
+	if err := CheckEncoders(); err != nil {
+		t.Fatal(err)
+	}
+	checkBad[EncoderZstd] = []string{"zstd (simulated change)"}
+	defer delete(checkBad, EncoderZstd)
+	zr := &Recipe{Encoder: EncoderZstd, Version: encoderVersion(EncoderZstd), Level: 2}
+	if err := CheckRecipe(zr); !errors.Is(err, ErrEncoderMismatch) || !strings.Contains(err.Error(), "zstd") {
+		t.Errorf("CheckRecipe(zstd) = %v, want ErrEncoderMismatch naming zstd", err)
+	}
+	if err := CheckEncoders(); !errors.Is(err, ErrEncoderMismatch) {
+		t.Errorf("CheckEncoders() = %v, want ErrEncoderMismatch", err)
+	}
+	gr := &Recipe{Encoder: EncoderGzip, Version: encoderVersion(EncoderGzip), Level: 6}
+	if err := CheckRecipe(gr); err != nil {
+		t.Errorf("CheckRecipe(gzip) = %v, want nil", err)
 	}
 }
