@@ -11,7 +11,7 @@ import (
 )
 
 // fuzzBase returns a small base and a valid delta against it.
-func fuzzBase(f *testing.F) (*Base, []byte, []byte) {
+func fuzzBase(f testing.TB) (*Base, []byte, []byte) {
 	files := []testFile{
 		{"a/one.txt", goldenInput(3000, 1)},
 		{"a/two.bin", goldenInput(9000, 2)},
