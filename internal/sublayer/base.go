@@ -3,12 +3,16 @@ package sublayer
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path"
 	"strings"
 	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // Base holds the uncompressed contents of the base layers that both sides
@@ -60,25 +64,52 @@ func NewBase(dir string) (*Base, error) {
 
 // AddLayer reads one base layer, gzip- or zstd-compressed or an
 // uncompressed tar (told apart by magic bytes), and indexes its regular
-// files. id names the layer in deltas, normally its blob digest. Layers
-// must be added in the order of the image, so that a path's content is the
-// one of the topmost layer that has it.
+// files. id names the layer in deltas, normally its blob digest; when id is
+// a sha256 digest, the bytes read must have it. Layers must be added in the
+// order of the image, so that a path's content is the one of the topmost
+// layer that has it. A layer whose id was added before is skipped.
+//
+// On error the Base may hold part of the layer's contents but does not
+// list the layer: it must not be used to apply deltas that need it.
 func (b *Base) AddLayer(ctx context.Context, r io.Reader, id string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.layerSet[id] {
 		return nil
 	}
-	rc, err := decompress(r)
+	h := sha256.New()
+	tee := io.TeeReader(r, h)
+	rc, err := decompress(tee)
 	if err != nil {
 		return fmt.Errorf("decompressing base layer %s: %w", id, err)
 	}
 	defer rc.Close()
 	ix := &baseIndexer{ctx: ctx, b: b, layer: len(b.layers), buf: make([]byte, 256<<10)}
+	if err := b.addLayer(ix, rc, tee, h, id); err != nil {
+		// Forget what this layer brought, so that no delta refers to it.
+		for _, sum := range ix.added {
+			delete(b.contents, sum)
+		}
+		return err
+	}
 	b.layers = append(b.layers, id)
 	b.layerSet[id] = true
+	return nil
+}
+
+func (b *Base) addLayer(ix *baseIndexer, rc, raw io.Reader, h hash.Hash, id string) error {
 	if err := scanTar(rc, ix); err != nil {
 		return fmt.Errorf("reading base layer %s: %w", id, err)
+	}
+	want, err := v1.NewHash(id)
+	if err != nil || want.Algorithm != "sha256" {
+		return nil
+	}
+	if _, err := io.Copy(io.Discard, raw); err != nil {
+		return fmt.Errorf("reading base layer %s: %w", id, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
+		return fmt.Errorf("base layer %s has digest sha256:%s: %w", id, got, ErrDigestMismatch)
 	}
 	return nil
 }
@@ -89,6 +120,7 @@ type baseIndexer struct {
 	b     *Base
 	layer int
 	buf   []byte
+	added [][32]byte
 }
 
 func (ix *baseIndexer) raw([]byte) error { return ix.ctx.Err() }
@@ -116,6 +148,7 @@ func (ix *baseIndexer) content(name string, size int64, r io.Reader) error {
 		}
 	} else {
 		b.contents[sum] = span{off: off, size: size, layer: ix.layer}
+		ix.added = append(ix.added, sum)
 		b.spooled += size
 	}
 	dir, file := path.Split(name)
@@ -188,13 +221,6 @@ func (b *Base) atPath(name string) ([32]byte, span, bool) {
 	}
 	s, ok := b.contents[sum]
 	return sum, s, ok
-}
-
-// layerID returns the id of layer i.
-func (b *Base) layerID(i int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.layers[i]
 }
 
 // reader returns a reader of a spooled content.

@@ -18,23 +18,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// The delta format, version 1:
-//
-//	magic    "imo-sublayer\x00\x01" (14 bytes)
-//	hdrlen   uvarint, at most 1 MiB
-//	header   JSON of [Header]
-//	body     one zstd stream of operations:
-//	  0x00                         end
-//	  0x01 n:uvarint bytes[n]      raw tar bytes (headers, padding, trailer)
-//	  0x02 sha256[32] n:uvarint    n bytes of the base content with this sha256
-//	  0x03 sha256[32] n:uvarint m:uvarint patch[m]
-//	                               n bytes decoded from a zstd frame whose raw
-//	                               dictionary is the base content with this sha256
-//	  0x04 n:uvarint bytes[n]      literal content
-//
-// Raw and literal operations hold at most 1 MiB each; the rebuilt tar is the
-// concatenation of every operation's output and must hash to the header's
-// DiffID.
+// magic starts every delta: a name and the format version.
 const magic = "imo-sublayer\x00\x01"
 
 const (
@@ -252,6 +236,9 @@ func (e *encoder) flushRaw() error {
 	if len(e.pending) == 0 {
 		return nil
 	}
+	if err := e.ctx.Err(); err != nil {
+		return err
+	}
 	op := binary.AppendUvarint([]byte{opRaw}, uint64(len(e.pending)))
 	if _, err := e.w.Write(op); err != nil {
 		return err
@@ -264,8 +251,8 @@ func (e *encoder) flushRaw() error {
 }
 
 // inMemory is the largest content held in memory while it is hashed;
-// larger ones are staged in a scratch file.
-const inMemory = maxPatchSize
+// larger ones are staged in a scratch file and never patched.
+var inMemory int64 = maxPatchSize
 
 func (e *encoder) content(name string, size int64, r io.Reader) error {
 	if err := e.ctx.Err(); err != nil {

@@ -15,10 +15,36 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// probeSize is how much uncompressed data the prefix probe compresses with
-// each candidate: several pgzip blocks, so that pgzip and klauspost gzip at
-// the same level are told apart.
-const probeSize = 4 << 20
+// probeSizes are how much uncompressed data each stage of the prefix probe
+// compresses with each remaining candidate. The first stage tells levels
+// apart cheaply; the last spans several pgzip blocks, so that pgzip and
+// klauspost gzip at the same level are told apart.
+var probeSizes = []int{256 << 10, 4 << 20}
+
+// probeAll probes every candidate with prefix and keeps, in order, those
+// whose output agrees with the blob at least half as long as the best one.
+func probeAll(ctx context.Context, cands []Recipe, prefix []byte, blob io.ReaderAt, size int64) ([]Recipe, error) {
+	matched := make([]int64, len(cands))
+	var best int64
+	for i, c := range cands {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		m, err := probe(&c, prefix, blob, size)
+		if err != nil {
+			return nil, err
+		}
+		matched[i] = m
+		best = max(best, m)
+	}
+	var out []Recipe
+	for i, c := range cands {
+		if best > 0 && matched[i] >= best/2 {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
 
 // klauspostMTIME is the MTIME klauspost gzip and pgzip write when none is
 // set: uint32(time.Time{}.Unix()), little-endian.
@@ -45,33 +71,22 @@ func DetectRecipe(ctx context.Context, blob io.ReaderAt, size int64, want v1.Has
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedEncoder, err)
 	}
-	prefix, err := io.ReadAll(io.LimitReader(rc, probeSize+1))
+	prefix, err := io.ReadAll(io.LimitReader(rc, int64(probeSizes[len(probeSizes)-1])+1))
 	rc.Close()
 	if err != nil {
 		return nil, fmt.Errorf("%w: decompressing: %v", ErrUnsupportedEncoder, err)
 	}
 
 	survivors := cands
-	if len(prefix) > probeSize {
-		prefix = prefix[:probeSize]
-		matched := make([]int64, len(cands))
-		var best int64
-		for i, c := range cands {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			m, err := probe(&c, prefix, blob, size)
-			if err != nil {
-				return nil, err
-			}
-			matched[i] = m
-			best = max(best, m)
+	for _, n := range probeSizes {
+		if len(survivors) <= 1 || len(prefix) <= n {
+			// One candidate left, or the prefix is the whole layer: the
+			// full round trip decides.
+			break
 		}
-		survivors = nil
-		for i, c := range cands {
-			if best > 0 && matched[i] >= best/2 {
-				survivors = append(survivors, c)
-			}
+		survivors, err = probeAll(ctx, survivors, prefix[:n], blob, size)
+		if err != nil {
+			return nil, err
 		}
 	}
 	for _, c := range survivors {

@@ -58,6 +58,9 @@ func TestGoldenVectors(t *testing.T) {
 	}
 	for _, v := range allGoldenVectors() {
 		t.Run(fmt.Sprintf("%s/%d/input%d", v.encoder, v.level, v.input), func(t *testing.T) {
+			if raceEnabled && v.input > 0 {
+				t.Skip("large input skipped under the race detector; TestCheckEncoders covers it")
+			}
 			want, ok := pinned[v]
 			if !ok {
 				t.Fatalf("no golden vector pinned")
@@ -80,44 +83,71 @@ func TestCheckEncoders(t *testing.T) {
 	if err := CheckEncoders(); err != nil {
 		t.Fatalf("CheckEncoders() = %v", err)
 	}
-	// A vector that no longer matches is reported by name.
-	bad := []goldenVector{goldenVectors[0]}
-	bad[0].sha256 = strings.Repeat("0", 64)
-	err := checkGolden(bad)
-	if !errors.Is(err, ErrEncoderMismatch) || !strings.Contains(err.Error(), bad[0].encoder) {
-		t.Errorf("checkGolden(altered) = %v, want ErrEncoderMismatch naming %s", err, bad[0].encoder)
+	// A vector that no longer matches is reported by encoder.
+	altered := []goldenVector{goldenVectors[0], goldenVectors[len(goldenVectors)-1]}
+	altered[0].sha256 = strings.Repeat("0", 64)
+	bad, err := checkGolden(altered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != 1 || len(bad[altered[0].encoder]) != 1 {
+		t.Errorf("checkGolden(altered) = %v, want one vector of %s", bad, altered[0].encoder)
 	}
 }
 
 // TestEncoderVersions checks that the versions recorded in recipes are the
-// versions this package is built with.
+// versions the module requires. Test binaries carry no dependency build
+// info, so go.mod is read; when build info has dependencies it is checked
+// too.
 func TestEncoderVersions(t *testing.T) {
 	want := map[string]string{compressModule: compressVersion, pgzipModule: pgzipVersion}
-	got := map[string]string{}
+	data, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && strings.HasPrefix(f[1], "v") {
+			mod[f[0]] = f[1]
+		}
+		for m := range want {
+			if strings.Contains(line, "=>") && strings.Contains(line, m) {
+				t.Errorf("go.mod replaces an encoder module: %s", line)
+			}
+		}
+	}
+	for m, v := range want {
+		if mod[m] != v {
+			t.Errorf("go.mod requires %s %q, recipes record %q", m, mod[m], v)
+		}
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
-			if d.Replace != nil {
-				t.Errorf("module %s is replaced by %s", d.Path, d.Replace.Path)
-			}
-			got[d.Path] = d.Version
-		}
-	}
-	if len(got) == 0 {
-		// Build info lacks dependencies: read go.mod instead.
-		data, err := os.ReadFile("../../go.mod")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) >= 2 {
-				got[f[0]] = f[1]
+			if v, ok := want[d.Path]; ok && (d.Version != v || d.Replace != nil) {
+				t.Errorf("this build has %s %s (replaced: %v), recipes record %s", d.Path, d.Version, d.Replace != nil, v)
 			}
 		}
 	}
-	for mod, v := range want {
-		if got[mod] != v {
-			t.Errorf("%s is %q in this build, recipes record %q", mod, got[mod], v)
-		}
+}
+
+// TestCheckRecipeRefuses checks that a recipe is refused when its own
+// encoder's vectors differ, and only then.
+func TestCheckRecipeRefuses(t *testing.T) {
+	if err := CheckEncoders(); err != nil {
+		t.Fatal(err)
+	}
+	checkBad[EncoderZstd] = []string{"zstd (simulated change)"}
+	defer delete(checkBad, EncoderZstd)
+	zr := &Recipe{Encoder: EncoderZstd, Version: encoderVersion(EncoderZstd), Level: 2}
+	if err := CheckRecipe(zr); !errors.Is(err, ErrEncoderMismatch) || !strings.Contains(err.Error(), "zstd") {
+		t.Errorf("CheckRecipe(zstd) = %v, want ErrEncoderMismatch naming zstd", err)
+	}
+	if err := CheckEncoders(); !errors.Is(err, ErrEncoderMismatch) {
+		t.Errorf("CheckEncoders() = %v, want ErrEncoderMismatch", err)
+	}
+	gr := &Recipe{Encoder: EncoderGzip, Version: encoderVersion(EncoderGzip), Level: 6}
+	if err := CheckRecipe(gr); err != nil {
+		t.Errorf("CheckRecipe(gzip) = %v, want nil", err)
 	}
 }

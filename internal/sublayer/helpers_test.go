@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -255,4 +256,10 @@ func newBase(t testing.TB, layers ...[]byte) *Base {
 		}
 	}
 	return b
+}
+
+func sha256Of(b []byte) [32]byte { return sha256.Sum256(b) }
+
+func contextWithCancel(t testing.TB) (context.Context, context.CancelFunc) {
+	return context.WithCancel(t.Context())
 }

@@ -94,11 +94,15 @@ func Rebuild(ctx context.Context, base *Base, delta io.Reader, w io.Writer) (*He
 }
 
 // CheckRecipe reports whether this build can reproduce blobs made with r:
-// the encoder must be known, of the version r records, and pass the golden
-// vectors. The error wraps [ErrUnsupportedEncoder] or [ErrEncoderMismatch].
+// the encoder must be known, of the version r records, and pass its golden
+// vectors (see [CheckEncoders]). The error wraps [ErrUnsupportedEncoder] or
+// [ErrEncoderMismatch].
 func CheckRecipe(r *Recipe) error {
 	if err := r.compatible(); err != nil {
 		return err
 	}
-	return CheckEncoders()
+	if r.Encoder == EncoderNone {
+		return nil
+	}
+	return checkEncoders(r.Encoder)
 }

@@ -1,14 +1,3 @@
-// Package sublayer expresses a container image layer as a delta against the
-// layers of a base image, and rebuilds the exact compressed layer blob from
-// that delta on the other side, so that the rebuilt blob keeps its digest.
-//
-// A delta carries the layer's tar headers and padding byte for byte, file
-// contents as references (by sha256) to contents of the base layers, binary
-// patches against the base file at the same path, or literal bytes, and a
-// [Recipe] that recompresses the rebuilt tar into the original blob. The
-// side that makes a delta proves the round trip before it uses one
-// ([Prepare]); the side that applies it checks its encoders and the digest
-// of what it rebuilt ([Rebuild]).
 package sublayer
 
 import (

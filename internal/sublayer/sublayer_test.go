@@ -13,7 +13,8 @@ import (
 	"time"
 )
 
-const testTarSize = 5 << 20 // more than the prefix probe, so that it runs
+// testTarSize is more than the last probe stage, so that the probe runs.
+var testTarSize = 5 << 20
 
 // TestRoundTrip builds a base layer and a rebuilt layer (new mtimes, some
 // files changed, added and removed) and checks, for each producer, that
@@ -27,23 +28,21 @@ func TestRoundTrip(t *testing.T) {
 
 	for _, p := range producers {
 		t.Run(p.name, func(t *testing.T) {
+			if raceEnabled && (p.name == "go-gzip-9" || p.name == "go-gzip-3" || p.name == "zstd-default-readfrom") {
+				t.Skip("skipped under the race detector to keep the run short; the run without it covers this producer")
+			}
 			baseBlob := compressWith(t, p, v1tar)
 			blob := compressWith(t, p, v2tar)
 			digest := digestOf(blob)
-
-			r, err := DetectRecipe(t.Context(), bytes.NewReader(blob), int64(len(blob)), digest)
-			if err != nil {
-				t.Fatalf("DetectRecipe() = %v", err)
-			}
-			if r.Encoder != p.encoder || r.Level != p.level {
-				t.Errorf("DetectRecipe() = %v, want %s level %d", r, p.encoder, p.level)
-			}
 
 			pull := newBase(t, baseBlob)
 			var delta bytes.Buffer
 			st, err := Prepare(t.Context(), pull, bytes.NewReader(blob), int64(len(blob)), digest, &delta)
 			if err != nil {
 				t.Fatalf("Prepare() = %v", err)
+			}
+			if r := st.Header.Recipe; r.Encoder != p.encoder || r.Level != p.level {
+				t.Errorf("recipe = %v, want %s level %d", &r, p.encoder, p.level)
 			}
 			ratio := float64(delta.Len()) / float64(len(blob))
 			t.Logf("%s: blob %d, delta %d (%.2f%%); files %d: %d referenced, %d patched (%d -> %d), %d literal (%d bytes); raw %d",

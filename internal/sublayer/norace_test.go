@@ -1,0 +1,5 @@
+//go:build !race
+
+package sublayer
+
+const raceEnabled = false
