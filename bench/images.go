@@ -1,10 +1,7 @@
 package main
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -114,43 +111,15 @@ func split(files []file, fractions ...float64) [][]file {
 	return groups
 }
 
-// writeLayer writes files as a gzip-compressed tar (level 6, as Docker
-// and BuildKit compress) to path.
+// writeLayer writes files, sorted by name, as a gzip-compressed tar
+// (level 6, as Docker and BuildKit compress) to path.
 func writeLayer(path string, files []file) error {
-	out, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	zw, err := gzip.NewWriterLevel(out, gzip.DefaultCompression)
-	if err != nil {
-		return err
-	}
-	tw := tar.NewWriter(zw)
 	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
-	for _, f := range files {
-		in, err := os.Open(f.path)
-		if err != nil {
-			return err
-		}
-		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: f.name, Size: f.size, Mode: 0o755, ModTime: time.Unix(1700000000, 0)}
-		if err := tw.WriteHeader(hdr); err != nil {
-			in.Close()
-			return err
-		}
-		if _, err := io.CopyN(tw, in, f.size); err != nil {
-			in.Close()
-			return fmt.Errorf("%s: %w", f.path, err)
-		}
-		in.Close()
+	es := make([]entry, len(files))
+	for k, f := range files {
+		es[k] = entry{name: f.name, size: f.size, open: opener(f.path, false), mtime: time.Unix(1700000000, 0)}
 	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
-	return out.Close()
+	return writeEntries(path, es)
 }
 
 // buildLayers writes one layer per group into dir, two at a time, and
