@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -302,6 +303,37 @@ func TestRecipeValid(t *testing.T) {
 		t.Run(tc.r.String(), func(t *testing.T) {
 			if err := tc.r.compatible(); !errors.Is(err, tc.want) {
 				t.Errorf("compatible() = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCanceled checks that a canceled context stops every long operation
+// with its error; TestMain checks that no goroutine is left behind.
+func TestCanceled(t *testing.T) {
+	files := realFiles(t, testTarSize)
+	files = files[:min(len(files), 60)]
+	mt := time.Unix(1e9, 0)
+	v1tar := buildTar(t, layerSpec{files: files, mtime: mt})
+	v2tar := buildTar(t, layerSpec{files: rebuildFiles(files), mtime: mt.Add(time.Hour)})
+	for _, p := range []producer{producers[5], producers[1]} { // pgzip runs goroutines
+		t.Run(p.name, func(t *testing.T) {
+			baseBlob := compressWith(t, p, v1tar)
+			blob := compressWith(t, p, v2tar)
+			var delta bytes.Buffer
+			if _, err := Prepare(t.Context(), newBase(t, baseBlob), bytes.NewReader(blob), int64(len(blob)), digestOf(blob), &delta); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := contextWithCancel(t)
+			cancel()
+			if _, err := DetectRecipe(ctx, bytes.NewReader(blob), int64(len(blob)), digestOf(blob)); !errors.Is(err, context.Canceled) {
+				t.Errorf("DetectRecipe(canceled) = %v", err)
+			}
+			if _, err := Prepare(ctx, newBase(t, baseBlob), bytes.NewReader(blob), int64(len(blob)), digestOf(blob), io.Discard); !errors.Is(err, context.Canceled) {
+				t.Errorf("Prepare(canceled) = %v", err)
+			}
+			if _, err := Rebuild(ctx, newBase(t, baseBlob), bytes.NewReader(delta.Bytes()), io.Discard); !errors.Is(err, context.Canceled) {
+				t.Errorf("Rebuild(canceled) = %v", err)
 			}
 		})
 	}
