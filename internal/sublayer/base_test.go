@@ -2,8 +2,8 @@ package sublayer
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"io"
 	"testing"
 	"time"
