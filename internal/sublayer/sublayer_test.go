@@ -338,3 +338,61 @@ func TestCanceled(t *testing.T) {
 		})
 	}
 }
+
+// TestDetectRecipeLevels checks detection at every level of every encoder
+// family on a layer larger than the first probe stage.
+func TestDetectRecipeLevels(t *testing.T) {
+	if raceEnabled {
+		t.Skip("too slow under the race detector; TestRoundTrip covers the common levels")
+	}
+	var files []testFile
+	sum := 0
+	for _, f := range realFiles(t, testTarSize) {
+		if sum > 700<<10 {
+			break
+		}
+		files = append(files, f)
+		sum += len(f.data)
+	}
+	tarball := buildTar(t, layerSpec{files: files, mtime: time.Unix(1e9, 0)})
+	var recipes []Recipe
+	for l := 1; l <= 9; l++ {
+		recipes = append(recipes,
+			Recipe{Encoder: EncoderGzip, Version: encoderVersion(EncoderGzip), Level: l},
+			Recipe{Encoder: EncoderKlauspostGzip, Version: encoderVersion(EncoderKlauspostGzip), Level: l},
+			Recipe{Encoder: EncoderPgzip, Version: encoderVersion(EncoderPgzip), Level: l, BlockSize: PgzipBlockSize})
+	}
+	for l := 1; l <= 4; l++ {
+		recipes = append(recipes, Recipe{Encoder: EncoderZstd, Version: encoderVersion(EncoderZstd), Level: l})
+	}
+	for _, r := range recipes {
+		t.Run(r.String(), func(t *testing.T) {
+			var buf bytes.Buffer
+			zw, err := r.Compress(&buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			zw.Write(tarball)
+			zw.Close()
+			got, err := DetectRecipe(t.Context(), bytes.NewReader(buf.Bytes()), int64(buf.Len()), digestOf(buf.Bytes()))
+			if err != nil {
+				t.Fatalf("DetectRecipe() = %v", err)
+			}
+			// Levels whose output is identical are interchangeable; what
+			// matters is that the recipe reproduces the blob.
+			var again bytes.Buffer
+			zw, _ = got.Compress(&again)
+			zw.Write(tarball)
+			zw.Close()
+			if !bytes.Equal(again.Bytes(), buf.Bytes()) {
+				t.Errorf("DetectRecipe() = %v, which does not reproduce the blob", got)
+			}
+			if got.Level != r.Level {
+				t.Logf("detected %v for %v (same output)", got, &r)
+			}
+			if got.Encoder != r.Encoder {
+				t.Errorf("DetectRecipe() = %v, want encoder %s", got, r.Encoder)
+			}
+		})
+	}
+}
