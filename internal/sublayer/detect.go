@@ -81,21 +81,9 @@ var klauspostMTIME = []byte{0x00, 0x09, 0x6e, 0x88}
 // round trip with each survivor decides. It returns an error wrapping
 // [ErrUnsupportedEncoder] when no candidate reproduces the blob.
 func DetectRecipe(ctx context.Context, blob io.ReaderAt, size int64, want v1.Hash) (*Recipe, error) {
-	if size < 0 {
-		return nil, fmt.Errorf("blob size %d", size)
-	}
-	head := make([]byte, min(size, 64<<10))
-	if _, err := blob.ReadAt(head, 0); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("reading blob: %w", err)
-	}
-	survivors, err := candidates(head)
+	survivors, err := recipeCandidates(ctx, blob, size)
 	if err != nil {
 		return nil, err
-	}
-	if len(survivors) > 1 {
-		if survivors, err = probeStages(ctx, survivors, blob, size); err != nil {
-			return nil, err
-		}
 	}
 	for _, c := range survivors {
 		ok, err := roundTrip(ctx, &c, blob, size, want)
@@ -245,6 +233,9 @@ type compareWriter struct {
 	size int64
 	h    hash.Hash
 
+	// onDiff, if set, is called once when the output first differs.
+	onDiff func()
+
 	mu   sync.Mutex
 	off  int64
 	diff bool
@@ -267,8 +258,7 @@ func (c *compareWriter) Write(p []byte) (int, error) {
 	b := c.buf[:n]
 	k, err := c.blob.ReadAt(b, c.off)
 	if err != nil && err != io.EOF {
-		c.diff = true
-		return len(p), nil
+		k = 0 // cannot compare: count it as a difference
 	}
 	b = b[:k]
 	i := 0
@@ -278,6 +268,9 @@ func (c *compareWriter) Write(p []byte) (int, error) {
 	c.off += int64(i)
 	if i < len(p) {
 		c.diff = true
+		if c.onDiff != nil {
+			c.onDiff()
+		}
 	}
 	return len(p), nil
 }

@@ -185,7 +185,7 @@ func TestDetectUnsupported(t *testing.T) {
 			if !errors.Is(err, ErrUnsupportedEncoder) {
 				t.Errorf("DetectRecipe() = %v, want ErrUnsupportedEncoder", err)
 			}
-			b := newBase(t)
+			b := newBase(t, tarball) // a small delta: only the recipe can fail
 			_, err = Prepare(t.Context(), b, bytes.NewReader(tc.blob), int64(len(tc.blob)), digestOf(tc.blob), io.Discard)
 			if !errors.Is(err, ErrUnsupportedEncoder) {
 				t.Errorf("Prepare() = %v, want ErrUnsupportedEncoder", err)
@@ -394,5 +394,44 @@ func TestDetectRecipeLevels(t *testing.T) {
 				t.Errorf("DetectRecipe() = %v, want encoder %s", got, r.Encoder)
 			}
 		})
+	}
+}
+
+// TestPrepareLaterCandidate checks that Prepare goes on to the next
+// candidate when the first does not reproduce the blob: on a layer smaller
+// than one pgzip block, pgzip and klauspost gzip both survive the probe
+// and pgzip is tried first.
+func TestPrepareLaterCandidate(t *testing.T) {
+	var files []testFile
+	sum := 0
+	for _, f := range realFiles(t, testTarSize) {
+		if sum > 400<<10 {
+			break
+		}
+		files = append(files, f)
+		sum += len(f.data)
+	}
+	mt := time.Unix(1e9, 0)
+	p := producers[4] // klauspost gzip
+	baseBlob := compressWith(t, p, buildTar(t, layerSpec{files: files, mtime: mt}))
+	blob := compressWith(t, p, buildTar(t, layerSpec{files: rebuildFiles(files), mtime: mt.Add(time.Hour)}))
+	cands, err := recipeCandidates(t.Context(), bytes.NewReader(blob), int64(len(blob)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cands) < 2 || cands[0].Encoder != EncoderPgzip {
+		t.Fatalf("candidates = %v, want pgzip first and more after it", cands)
+	}
+	var delta bytes.Buffer
+	st, err := Prepare(t.Context(), newBase(t, baseBlob), bytes.NewReader(blob), int64(len(blob)), digestOf(blob), &delta)
+	if err != nil {
+		t.Fatalf("Prepare() = %v", err)
+	}
+	if r := st.Header.Recipe; r.Encoder != EncoderKlauspostGzip || r.Level != 5 {
+		t.Errorf("Prepare() recipe = %v, want klauspost-gzip level 5", &r)
+	}
+	var out bytes.Buffer
+	if _, err := Rebuild(t.Context(), newBase(t, baseBlob), &delta, &out); err != nil || !bytes.Equal(out.Bytes(), blob) {
+		t.Errorf("Rebuild() = %v, same blob %v", err, bytes.Equal(out.Bytes(), blob))
 	}
 }
