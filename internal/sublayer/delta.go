@@ -143,12 +143,11 @@ func Encode(ctx context.Context, base *Base, h Header, layer io.Reader, w io.Wri
 		return Stats{}, err
 	}
 	e := &encoder{
-		ctx:   ctx,
-		base:  base,
-		w:     zw,
-		tar:   sha256.New(),
-		used:  map[int]bool{},
-		plain: nil,
+		ctx:  ctx,
+		base: base,
+		w:    zw,
+		tar:  sha256.New(),
+		used: map[int]bool{},
 	}
 	defer e.close()
 	if err := scanTar(io.TeeReader(rc, e.tar), e); err != nil {

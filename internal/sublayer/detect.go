@@ -46,6 +46,30 @@ func probeAll(ctx context.Context, cands []Recipe, prefix []byte, blob io.Reader
 	return out, nil
 }
 
+// probeStages runs the prefix probe's stages until one candidate is left
+// or the prefix is the whole layer.
+func probeStages(ctx context.Context, cands []Recipe, blob io.ReaderAt, size int64) ([]Recipe, error) {
+	rc, err := decompress(io.NewSectionReader(blob, 0, size))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnsupportedEncoder, err)
+	}
+	prefix, err := io.ReadAll(io.LimitReader(rc, int64(probeSizes[len(probeSizes)-1])+1))
+	rc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: decompressing: %v", ErrUnsupportedEncoder, err)
+	}
+	for _, n := range probeSizes {
+		if len(cands) <= 1 || len(prefix) <= n {
+			// The full round trip decides.
+			break
+		}
+		if cands, err = probeAll(ctx, cands, prefix[:n], blob, size); err != nil {
+			return nil, err
+		}
+	}
+	return cands, nil
+}
+
 // klauspostMTIME is the MTIME klauspost gzip and pgzip write when none is
 // set: uint32(time.Time{}.Unix()), little-endian.
 var klauspostMTIME = []byte{0x00, 0x09, 0x6e, 0x88}
@@ -57,37 +81,9 @@ var klauspostMTIME = []byte{0x00, 0x09, 0x6e, 0x88}
 // round trip with each survivor decides. It returns an error wrapping
 // [ErrUnsupportedEncoder] when no candidate reproduces the blob.
 func DetectRecipe(ctx context.Context, blob io.ReaderAt, size int64, want v1.Hash) (*Recipe, error) {
-	head := make([]byte, min(size, 64<<10))
-	if _, err := blob.ReadAt(head, 0); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("reading blob: %w", err)
-	}
-	cands, err := candidates(head)
+	survivors, err := recipeCandidates(ctx, blob, size)
 	if err != nil {
 		return nil, err
-	}
-
-	// Read the prefix that the probe compresses.
-	rc, err := decompress(io.NewSectionReader(blob, 0, size))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnsupportedEncoder, err)
-	}
-	prefix, err := io.ReadAll(io.LimitReader(rc, int64(probeSizes[len(probeSizes)-1])+1))
-	rc.Close()
-	if err != nil {
-		return nil, fmt.Errorf("%w: decompressing: %v", ErrUnsupportedEncoder, err)
-	}
-
-	survivors := cands
-	for _, n := range probeSizes {
-		if len(survivors) <= 1 || len(prefix) <= n {
-			// One candidate left, or the prefix is the whole layer: the
-			// full round trip decides.
-			break
-		}
-		survivors, err = probeAll(ctx, survivors, prefix[:n], blob, size)
-		if err != nil {
-			return nil, err
-		}
 	}
 	for _, c := range survivors {
 		ok, err := roundTrip(ctx, &c, blob, size, want)
@@ -237,6 +233,9 @@ type compareWriter struct {
 	size int64
 	h    hash.Hash
 
+	// onDiff, if set, is called once when the output first differs.
+	onDiff func()
+
 	mu   sync.Mutex
 	off  int64
 	diff bool
@@ -259,8 +258,7 @@ func (c *compareWriter) Write(p []byte) (int, error) {
 	b := c.buf[:n]
 	k, err := c.blob.ReadAt(b, c.off)
 	if err != nil && err != io.EOF {
-		c.diff = true
-		return len(p), nil
+		k = 0 // cannot compare: count it as a difference
 	}
 	b = b[:k]
 	i := 0
@@ -270,6 +268,9 @@ func (c *compareWriter) Write(p []byte) (int, error) {
 	c.off += int64(i)
 	if i < len(p) {
 		c.diff = true
+		if c.onDiff != nil {
+			c.onDiff()
+		}
 	}
 	return len(p), nil
 }

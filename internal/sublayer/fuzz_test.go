@@ -104,3 +104,16 @@ func FuzzApplyOps(f *testing.F) {
 		_, _ = Apply(context.Background(), b, bytes.NewReader(in), io.Discard)
 	})
 }
+
+// FuzzDetectRecipe feeds hostile blobs to DetectRecipe, which must fail
+// cleanly.
+func FuzzDetectRecipe(f *testing.F) {
+	_, _, final := fuzzBase(f)
+	for _, p := range []producer{producers[0], producers[4], producers[6]} {
+		f.Add(compressWith(f, p, final))
+	}
+	f.Add([]byte{0x1f, 0x8b, 8, 0x1c, 0, 0, 0, 0, 0, 255, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		_, _ = DetectRecipe(context.Background(), bytes.NewReader(blob), int64(len(blob)), digestOf(blob))
+	})
+}

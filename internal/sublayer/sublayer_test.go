@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -184,7 +185,7 @@ func TestDetectUnsupported(t *testing.T) {
 			if !errors.Is(err, ErrUnsupportedEncoder) {
 				t.Errorf("DetectRecipe() = %v, want ErrUnsupportedEncoder", err)
 			}
-			b := newBase(t)
+			b := newBase(t, tarball) // a small delta: only the recipe can fail
 			_, err = Prepare(t.Context(), b, bytes.NewReader(tc.blob), int64(len(tc.blob)), digestOf(tc.blob), io.Discard)
 			if !errors.Is(err, ErrUnsupportedEncoder) {
 				t.Errorf("Prepare() = %v, want ErrUnsupportedEncoder", err)
@@ -304,5 +305,133 @@ func TestRecipeValid(t *testing.T) {
 				t.Errorf("compatible() = %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestCanceled checks that a canceled context stops every long operation
+// with its error; TestMain checks that no goroutine is left behind.
+func TestCanceled(t *testing.T) {
+	files := realFiles(t, testTarSize)
+	files = files[:min(len(files), 60)]
+	mt := time.Unix(1e9, 0)
+	v1tar := buildTar(t, layerSpec{files: files, mtime: mt})
+	v2tar := buildTar(t, layerSpec{files: rebuildFiles(files), mtime: mt.Add(time.Hour)})
+	for _, p := range []producer{producers[5], producers[1]} { // pgzip runs goroutines
+		t.Run(p.name, func(t *testing.T) {
+			baseBlob := compressWith(t, p, v1tar)
+			blob := compressWith(t, p, v2tar)
+			var delta bytes.Buffer
+			if _, err := Prepare(t.Context(), newBase(t, baseBlob), bytes.NewReader(blob), int64(len(blob)), digestOf(blob), &delta); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := contextWithCancel(t)
+			cancel()
+			if _, err := DetectRecipe(ctx, bytes.NewReader(blob), int64(len(blob)), digestOf(blob)); !errors.Is(err, context.Canceled) {
+				t.Errorf("DetectRecipe(canceled) = %v", err)
+			}
+			if _, err := Prepare(ctx, newBase(t, baseBlob), bytes.NewReader(blob), int64(len(blob)), digestOf(blob), io.Discard); !errors.Is(err, context.Canceled) {
+				t.Errorf("Prepare(canceled) = %v", err)
+			}
+			if _, err := Rebuild(ctx, newBase(t, baseBlob), bytes.NewReader(delta.Bytes()), io.Discard); !errors.Is(err, context.Canceled) {
+				t.Errorf("Rebuild(canceled) = %v", err)
+			}
+		})
+	}
+}
+
+// TestDetectRecipeLevels checks detection at every level of every encoder
+// family on a layer larger than the first probe stage.
+func TestDetectRecipeLevels(t *testing.T) {
+	if raceEnabled {
+		t.Skip("too slow under the race detector; TestRoundTrip covers the common levels")
+	}
+	var files []testFile
+	sum := 0
+	for _, f := range realFiles(t, testTarSize) {
+		if sum > 700<<10 {
+			break
+		}
+		files = append(files, f)
+		sum += len(f.data)
+	}
+	tarball := buildTar(t, layerSpec{files: files, mtime: time.Unix(1e9, 0)})
+	var recipes []Recipe
+	for l := 1; l <= 9; l++ {
+		recipes = append(recipes,
+			Recipe{Encoder: EncoderGzip, Version: encoderVersion(EncoderGzip), Level: l},
+			Recipe{Encoder: EncoderKlauspostGzip, Version: encoderVersion(EncoderKlauspostGzip), Level: l},
+			Recipe{Encoder: EncoderPgzip, Version: encoderVersion(EncoderPgzip), Level: l, BlockSize: PgzipBlockSize})
+	}
+	for l := 1; l <= 4; l++ {
+		recipes = append(recipes, Recipe{Encoder: EncoderZstd, Version: encoderVersion(EncoderZstd), Level: l})
+	}
+	for _, r := range recipes {
+		t.Run(r.String(), func(t *testing.T) {
+			var buf bytes.Buffer
+			zw, err := r.Compress(&buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			zw.Write(tarball)
+			zw.Close()
+			got, err := DetectRecipe(t.Context(), bytes.NewReader(buf.Bytes()), int64(buf.Len()), digestOf(buf.Bytes()))
+			if err != nil {
+				t.Fatalf("DetectRecipe() = %v", err)
+			}
+			// Levels whose output is identical are interchangeable; what
+			// matters is that the recipe reproduces the blob.
+			var again bytes.Buffer
+			zw, _ = got.Compress(&again)
+			zw.Write(tarball)
+			zw.Close()
+			if !bytes.Equal(again.Bytes(), buf.Bytes()) {
+				t.Errorf("DetectRecipe() = %v, which does not reproduce the blob", got)
+			}
+			if got.Level != r.Level {
+				t.Logf("detected %v for %v (same output)", got, &r)
+			}
+			if got.Encoder != r.Encoder {
+				t.Errorf("DetectRecipe() = %v, want encoder %s", got, r.Encoder)
+			}
+		})
+	}
+}
+
+// TestPrepareLaterCandidate checks that Prepare goes on to the next
+// candidate when the first does not reproduce the blob: on a layer smaller
+// than one pgzip block, pgzip and klauspost gzip both survive the probe
+// and pgzip is tried first.
+func TestPrepareLaterCandidate(t *testing.T) {
+	var files []testFile
+	sum := 0
+	for _, f := range realFiles(t, testTarSize) {
+		if sum > 400<<10 {
+			break
+		}
+		files = append(files, f)
+		sum += len(f.data)
+	}
+	mt := time.Unix(1e9, 0)
+	p := producers[4] // klauspost gzip
+	baseBlob := compressWith(t, p, buildTar(t, layerSpec{files: files, mtime: mt}))
+	blob := compressWith(t, p, buildTar(t, layerSpec{files: rebuildFiles(files), mtime: mt.Add(time.Hour)}))
+	cands, err := recipeCandidates(t.Context(), bytes.NewReader(blob), int64(len(blob)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cands) < 2 || cands[0].Encoder != EncoderPgzip {
+		t.Fatalf("candidates = %v, want pgzip first and more after it", cands)
+	}
+	var delta bytes.Buffer
+	st, err := Prepare(t.Context(), newBase(t, baseBlob), bytes.NewReader(blob), int64(len(blob)), digestOf(blob), &delta)
+	if err != nil {
+		t.Fatalf("Prepare() = %v", err)
+	}
+	if r := st.Header.Recipe; r.Encoder != EncoderKlauspostGzip || r.Level != 5 {
+		t.Errorf("Prepare() recipe = %v, want klauspost-gzip level 5", &r)
+	}
+	var out bytes.Buffer
+	if _, err := Rebuild(t.Context(), newBase(t, baseBlob), &delta, &out); err != nil || !bytes.Equal(out.Bytes(), blob) {
+		t.Errorf("Rebuild() = %v, same blob %v", err, bytes.Equal(out.Bytes(), blob))
 	}
 }
