@@ -54,7 +54,16 @@ func (t target) ref(source string) (name.Reference, error) {
 	if err != nil {
 		return nil, err
 	}
-	return at(t.registry.Repo(t.prefix, src.Context().RepositoryStr()), src), nil
+	path := src.Context().RepositoryStr()
+	if !repoPath.MatchString(path) {
+		return nil, fmt.Errorf("%w: the archive names the image %q, whose repository path %q is not plain lower-case components", ErrInvalidTarget, source, path)
+	}
+	return at(t.registry.Repo(t.prefix, path), src), nil
+}
+
+// within reports whether repo lies under the target's prefix.
+func (t target) within(repo string) bool {
+	return t.prefix == "" || strings.HasPrefix(repo, t.prefix+"/")
 }
 
 // parseSource parses the reference an archive names an image by.

@@ -2,6 +2,7 @@ package imo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -171,6 +172,7 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 		return err
 	}
 	var images, artifacts []*destImage
+	var artifactIndex []int // each artifact's position in index.json
 	for n, g := range gs {
 		img := &destImage{name: a.imageName(n), graph: g}
 		if subject := a.subject(n); subject != (v1.Hash{}) {
@@ -183,6 +185,7 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 				return a.invalid("%s refers to %s, which no image before it in %s holds", img.name, subject, IndexFile)
 			}
 			artifacts = append(artifacts, img)
+			artifactIndex = append(artifactIndex, n)
 			continue
 		}
 		images = append(images, img)
@@ -211,10 +214,13 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 			}
 		}
 	}
-	for _, art := range artifacts {
+	for n, art := range artifacts {
 		src, err := parseSource(art.name)
 		if err != nil {
 			return fmt.Errorf("artifact %s of %s: %w", art.name, a.name, err)
+		}
+		if err := checkArtifact(src, art.graph.top(), a.subject(artifactIndex[n])); err != nil {
+			return a.invalid("artifact %s: %v", art.name, err)
 		}
 		art.ref = at(art.subject.ref.Context(), src)
 	}
@@ -227,6 +233,35 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 		seen[img.ref.String()] = img
 	}
 	return nil
+}
+
+// checkArtifact checks that an artifact really refers to subject, so that
+// an archive cannot place an arbitrary image under an arbitrary tag of its
+// subject's repository: a cosign artifact must be named by the tag
+// sha256-HEX.sig, .att or .sbom of the subject, and an OCI referrer must be
+// named by its own digest and name subject in its manifest.
+func checkArtifact(src name.Reference, top manifestNode, subject v1.Hash) error {
+	switch src := src.(type) {
+	case name.Tag:
+		for _, suffix := range cosignSuffixes {
+			if src.TagStr() == cosignTag(src.Context(), subject, suffix).TagStr() {
+				return nil
+			}
+		}
+		return fmt.Errorf("the tag %q is not one cosign gives what it attaches to %s", src.TagStr(), subject)
+	case name.Digest:
+		var m struct {
+			Subject *v1.Descriptor `json:"subject"`
+		}
+		if src.DigestStr() != top.desc.Digest.String() {
+			return fmt.Errorf("named by %s, but its manifest is %s", src.DigestStr(), top.desc.Digest)
+		}
+		if json.Unmarshal(top.raw, &m) != nil || m.Subject == nil || m.Subject.Digest != subject {
+			return fmt.Errorf("its manifest does not name %s as its subject", subject)
+		}
+		return nil
+	}
+	return fmt.Errorf("not a tag or digest reference")
 }
 
 // destination is what the destination holds of an image's blobs.
