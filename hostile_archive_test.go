@@ -4,21 +4,27 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/klauspost/compress/zstd"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/sandbox"
 )
 
 // rewriteArchive rewrites the tar at path, passing every regular entry
-// through edit (which may change its content).
-func rewriteArchive(t *testing.T, path string, edit func(name string, b []byte) []byte) {
+// through edit (which may rename it and change its content).
+func rewriteArchive(t *testing.T, path string, edit func(name string, b []byte) (string, []byte)) {
 	t.Helper()
 	in, err := os.ReadFile(path)
 	if err != nil {
@@ -40,7 +46,7 @@ func rewriteArchive(t *testing.T, path string, edit func(name string, b []byte) 
 			t.Fatal(err)
 		}
 		if h.Typeflag == tar.TypeReg {
-			b = edit(h.Name, b)
+			h.Name, b = edit(h.Name, b)
 			h.Size = int64(len(b))
 		}
 		if err := tw.WriteHeader(h); err != nil {
@@ -59,9 +65,9 @@ func rewriteArchive(t *testing.T, path string, edit func(name string, b []byte) 
 // editPlan rewrites imo.json in the archive at path.
 func editPlan(t *testing.T, path string, edit func(p *imo.Plan)) {
 	t.Helper()
-	rewriteArchive(t, path, func(name string, b []byte) []byte {
+	rewriteArchive(t, path, func(name string, b []byte) (string, []byte) {
 		if name != imo.PlanFile {
-			return b
+			return name, b
 		}
 		var p imo.Plan
 		if err := json.Unmarshal(b, &p); err != nil {
@@ -72,7 +78,7 @@ func editPlan(t *testing.T, path string, edit func(p *imo.Plan)) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return nb
+		return name, nb
 	})
 }
 
@@ -128,6 +134,88 @@ func TestPushRefusesForgedArtifact(t *testing.T) {
 			}
 			if _, err := remote.Head(mustRef(t, dst.ref("app:latest"))); err == nil {
 				t.Errorf("the push tagged app:latest with an image that refers to nothing")
+			}
+		})
+	}
+}
+
+// forgeDelta replaces the carried layer h of the archive at path by a
+// delta with the given recipe that references the base content content
+// (of the base layer base) n times over: far more bytes than the layer.
+func forgeDelta(t *testing.T, path string, h v1.Hash, base v1.Hash, content string, recipe map[string]any, n int) {
+	t.Helper()
+	sum := sha256.Sum256([]byte(content))
+	hdr, err := json.Marshal(map[string]any{
+		"digest": h.String(), "size": 4503, "diffID": "sha256:" + strings.Repeat("0", 64), "tarSize": 4503,
+		"recipe": recipe, "bases": []string{base.String()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delta bytes.Buffer
+	delta.WriteString("imo-sublayer\x00\x01")
+	delta.Write(binary.AppendUvarint(nil, uint64(len(hdr))))
+	delta.Write(hdr)
+	zw, _ := zstd.NewWriter(&delta)
+	for range n {
+		zw.Write(binary.AppendUvarint(append([]byte{0x02}, sum[:]...), uint64(len(content))))
+	}
+	zw.Write([]byte{0x00})
+	zw.Close()
+
+	var baseDesc v1.Descriptor
+	editPlan(t, path, func(p *imo.Plan) {
+		for _, b := range p.Blobs {
+			if b.Digest == base {
+				baseDesc = v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
+			}
+		}
+		for k, b := range p.Blobs {
+			if b.Digest == h {
+				p.Blobs[k].Included = false
+				p.Blobs[k].Delta = &imo.PlanDelta{Size: int64(delta.Len()), DiffID: h, Recipe: "forged", Bases: []v1.Descriptor{baseDesc}}
+			}
+		}
+	})
+	rewriteArchive(t, path, func(name string, b []byte) (string, []byte) {
+		if name == "blobs/sha256/"+h.Hex {
+			return "imo-deltas/sha256/" + h.Hex, delta.Bytes()
+		}
+		return name, b
+	})
+}
+
+func TestPushStopsExpandingDelta(t *testing.T) {
+	// A delta of a few hundred bytes that would rebuild 500 MB for a
+	// 4503-byte layer: refused when its recipe cannot make that layer's
+	// media type, and stopped at the layer's size when it can.
+	for _, tc := range []struct {
+		name   string
+		recipe map[string]any
+		want   string
+	}{
+		{"no compression for a gzip layer", map[string]any{"encoder": "none", "version": "", "level": 0}, "makes a 4503-byte none blob"},
+		{"gzip", map[string]any{"encoder": "gzip", "version": runtime.Version(), "level": 1}, "longer than the layer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := newTestRegistry(t, nil), newTestRegistry(t, nil)
+			pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+			src.write(t, src.ref("app:v1"), pair.V1)
+			src.write(t, src.ref("app:v2"), pair.V2)
+			dst.write(t, dst.ref("app:v1"), pair.V1)
+			path := pullFile(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
+			forgeDelta(t, path, pair.Changed[0], pair.Shared[0], sandbox.Text("os linux/amd64", 128<<10), tc.recipe, 4000)
+			tmp := t.TempDir()
+			dst.resetCounts()
+			_, err := imo.New(imo.WithPlainHTTP(), imo.WithTempDir(tmp)).PushArchive(context.Background(), path, dst.ref("app:v2"))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("PushArchive() = %v, want an error saying %q", err, tc.want)
+			}
+			if n := dst.count("PUT", "digest="+pair.Changed[0].String()); n != 0 {
+				t.Errorf("the forged layer was uploaded %d times", n)
+			}
+			if _, err := headDigest(dst.ref("app:v2")); err == nil {
+				t.Errorf("app:v2 was tagged")
 			}
 		})
 	}

@@ -306,11 +306,20 @@ func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descript
 	if !ok {
 		return "", 0, r.a.invalid("no delta for %s", desc.Digest)
 	}
+	hdr, err := sublayer.ReadHeader(io.NewSectionReader(delta, 0, delta.Size()))
+	if err != nil {
+		return "", 0, r.a.invalid("the delta of %s: %v", desc.Digest, err)
+	}
+	if !recipeFits(hdr.Recipe.Encoder, desc.MediaType) || hdr.Size != desc.Size {
+		return "", 0, r.a.invalid("the delta of %s makes a %d-byte %s blob, but the layer is a %d-byte %s", desc.Digest, hdr.Size, hdr.Recipe.Encoder, desc.Size, desc.MediaType)
+	}
 	out, err := os.CreateTemp(r.dir, "rebuilt-")
 	if err != nil {
-		return "", 0, err
+		return "", 0, fmt.Errorf("rebuilding %s: %w", desc.Digest, err)
 	}
-	_, err = sublayer.Rebuild(ctx, set.base, delta, out)
+	// The blob's size is known: a delta that would write more (a crafted
+	// one that expands without end, say) is stopped there.
+	_, err = sublayer.Rebuild(ctx, set.base, delta, &limitedWriter{w: out, left: desc.Size})
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -322,6 +331,35 @@ func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descript
 		return "", 0, fmt.Errorf("rebuilding %s from its sub-layer delta: %w", desc.Digest, err)
 	}
 	return out.Name(), set.base.Spooled(), nil
+}
+
+// recipeFits reports whether a blob of media type mt can be what encoder
+// writes: gzip for the gzip layer types, zstd for the zstd one.
+func recipeFits(encoder string, mt types.MediaType) bool {
+	switch encoder {
+	case sublayer.EncoderGzip, sublayer.EncoderKlauspostGzip, sublayer.EncoderPgzip:
+		return mt == types.DockerLayer || mt == types.OCILayer
+	case sublayer.EncoderZstd:
+		return mt == types.OCILayerZStd
+	}
+	return false
+}
+
+// errTooLong means a rebuild wrote more bytes than the blob has.
+var errTooLong = errors.New("the rebuilt blob is longer than the layer")
+
+// limitedWriter fails once more than left bytes are written.
+type limitedWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.left {
+		return 0, errTooLong
+	}
+	l.left -= int64(len(p))
+	return l.w.Write(p)
 }
 
 // checkDeltas checks, before anything is sent, that this build reproduces
