@@ -17,9 +17,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/klauspost/compress/zstd"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/sandbox"
+	"github.com/klauspost/compress/zstd"
 )
 
 // rewriteArchive rewrites the tar at path, passing every regular entry
