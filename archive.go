@@ -56,6 +56,9 @@ type Plan struct {
 	// Inventories are the inventories of the far side's registry that the
 	// pull left blobs out by (see [WithHave]).
 	Inventories []PlanInventory `json:"inventories,omitempty"`
+	// Bundle is true for an archive written by [Incremental.PullBundle] and
+	// its siblings: its destination is always a target.
+	Bundle bool `json:"bundle,omitempty"`
 }
 
 // PlanInventory is an inventory an archive left blobs out by.

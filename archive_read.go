@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -19,6 +18,13 @@ import (
 // maxMetadataSize bounds index.json, imo.json and every manifest read from
 // an archive, so a hostile archive cannot make imo allocate at will.
 const maxMetadataSize = 8 << 20
+
+// maxHeldBy bounds how many repositories an archive may name for one blob
+// as where an inventory saw it; pull records at most heldByKept.
+const (
+	maxHeldBy  = 64
+	heldByKept = 16
+)
 
 // readSeekerAt is what reading an archive needs: a file or an in-memory copy.
 type readSeekerAt interface {
@@ -40,9 +46,8 @@ type archiveFile struct {
 	index   *v1.IndexManifest
 	plan    *Plan // imo.json; nil for archives written by other tools
 	// heldBy are, for blobs left out because an inventory lists them, the
-	// repositories that held them; heldRepos are all those repositories.
-	heldBy    map[v1.Hash][]string
-	heldRepos []string
+	// repositories that held them.
+	heldBy map[v1.Hash][]string
 	// deltas are the layers carried as sub-layer deltas.
 	deltas map[v1.Hash]*PlanDelta
 }
@@ -98,12 +103,12 @@ func readArchive(name string, r readSeekerAt) (*archiveFile, error) {
 			return nil, err
 		}
 		for _, b := range a.plan.Blobs {
+			if len(b.HeldBy) > maxHeldBy {
+				return nil, a.invalid("%s: blob %s is held by %d repositories, more than the %d allowed", PlanFile, b.Digest, len(b.HeldBy), maxHeldBy)
+			}
 			for _, r := range b.HeldBy {
 				if !repoPath.MatchString(r) {
 					return nil, a.invalid("%s: blob %s is held by %q, which is not a repository path", PlanFile, b.Digest, r)
-				}
-				if !slices.Contains(a.heldRepos, r) {
-					a.heldRepos = append(a.heldRepos, r)
 				}
 			}
 			if len(b.HeldBy) > 0 {
@@ -374,7 +379,7 @@ func (a *archiveFile) describe(gs []*imageGraph) *Plan {
 		}
 	}
 	if a.plan != nil {
-		p.Inventories = a.plan.Inventories
+		p.Inventories, p.Bundle = a.plan.Inventories, a.plan.Bundle
 	}
 	return p
 }

@@ -266,8 +266,14 @@ func TestBundleDestinations(t *testing.T) {
 			}
 		})
 	}
+	// A bundle of one pair still goes to a target.
+	one := pullBundleFile(t, inc, pairs[:1])
+	results, err := inc.VetArchive(context.Background(), one, dst.Host+"/x")
+	if len(results) != 1 || results[0].Destination.String() != dst.ref("x/team/web:v2") {
+		t.Errorf("VetArchive(one-pair bundle, HOST/x) = %v, %v; want it at %s", results, err, dst.ref("x/team/web:v2"))
+	}
 	// A single image goes to a target when the destination ends in "/".
-	results, err := inc.VetArchive(context.Background(), single, dst.Host+"/x/")
+	results, err = inc.VetArchive(context.Background(), single, dst.Host+"/x/")
 	var missing *imo.MissingBlobsError
 	if !errors.As(err, &missing) || len(results) != 1 || results[0].Destination.String() != dst.ref("x/team/web:v2") {
 		t.Errorf("VetArchive(single, HOST/x/) = %v, %v; want missing blobs at %s", results, err, dst.ref("x/team/web:v2"))

@@ -3,13 +3,16 @@ package imo_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/internal/sandbox"
 )
 
 // TestHave ships web:v2 whole, takes the far side's inventory, and then
@@ -123,5 +126,105 @@ func TestHaveNil(t *testing.T) {
 	_, err := imo.New(imo.WithHave(nil)).Plan(context.Background(), imo.Scratch, "example.com/a:b")
 	if !errors.Is(err, imo.ErrInvalidOption) {
 		t.Errorf("WithHave(nil) = %v, want ErrInvalidOption", err)
+	}
+}
+
+func TestHaveWithBase(t *testing.T) {
+	// A layer both in the base and in the inventory keeps where the
+	// inventory saw it, so a push into a repository that lacks the base
+	// mounts it from there.
+	src, _, _ := bundleSetup(t, docker)
+	site := newTestRegistry(t, nil)
+	ctx := context.Background()
+	inc := imo.New(imo.WithPlainHTTP())
+	first := pullBundleFile(t, inc, []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/web:v1")}})
+	if _, err := inc.PushArchive(ctx, first, site.Host+"/site/"); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := inc.Inventory(ctx, site.Host+"/site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withHave := imo.New(imo.WithPlainHTTP(), imo.WithHave(inv))
+	for _, base := range []string{imo.Scratch, src.ref("team/api:v1")} {
+		path := pullBundleFile(t, withHave, []imo.Pair{{Base: base, Final: src.ref("team/api:v2")}})
+		if _, err := withHave.PushArchive(ctx, path, site.Host+"/site"); err != nil {
+			t.Errorf("base %s: PushArchive() = %v", base, err)
+		}
+	}
+}
+
+func TestHeldBySources(t *testing.T) {
+	// The repositories an archive says held a blob are mount sources only
+	// under the target's prefix, and one the pusher may not read is
+	// skipped for the next.
+	src := newTestRegistry(t, nil)
+	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+	src.write(t, src.ref("team/app:v1"), pair.V1)
+	src.write(t, src.ref("team/app:v2"), pair.V2)
+	inc := imo.New(imo.WithPlainHTTP())
+	archive := pullBundleFile(t, inc, []imo.Pair{{Base: src.ref("team/app:v1"), Final: src.ref("team/app:v2")}})
+	editPlan(t, archive, func(p *imo.Plan) {
+		for k := range p.Blobs {
+			if !p.Blobs[k].Included {
+				p.Blobs[k].HeldBy = []string{"site/secret/base", "site/public/base", "elsewhere/base"}
+			}
+		}
+	})
+	dst := newTestRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/v2/site/secret/") {
+				http.Error(w, `{"errors":[{"code":"DENIED","message":"no"}]}`, http.StatusForbidden)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	dst.write(t, dst.ref("elsewhere/base:v1"), pair.V1)
+	dst.resetCounts()
+	ctx := context.Background()
+	// Only outside the prefix: missing.
+	if _, err := inc.VetArchive(ctx, archive, dst.Host+"/site"); !errors.Is(err, imo.ErrMissingBlobs) {
+		t.Errorf("VetArchive() with the blobs only outside the prefix = %v, want ErrMissingBlobs", err)
+	}
+	if n := dst.count(http.MethodHead, "/elsewhere/"); n != 0 {
+		t.Errorf("vet asked %d times about a repository outside the prefix", n)
+	}
+	// Under the prefix, after a repository it may not read: found.
+	dst.write(t, dst.ref("site/public/base:v1"), pair.V1)
+	if _, err := inc.PushArchive(ctx, archive, dst.Host+"/site"); err != nil {
+		t.Errorf("PushArchive() = %v; want the blobs mounted from site/public/base", err)
+	}
+	// Pushed to an explicit reference, the archive names no mount source.
+	single := pullFile(t, inc, src.ref("team/app:v1"), src.ref("team/app:v2"))
+	editPlan(t, single, func(p *imo.Plan) {
+		for k := range p.Blobs {
+			if !p.Blobs[k].Included {
+				p.Blobs[k].HeldBy = []string{"site/public/base"}
+			}
+		}
+	})
+	if _, err := inc.VetArchive(ctx, single, dst.ref("site/other:v2")); !errors.Is(err, imo.ErrMissingBlobs) {
+		t.Errorf("VetArchive(reference) = %v, want ErrMissingBlobs", err)
+	}
+}
+
+func TestHeldByLimit(t *testing.T) {
+	src := newTestRegistry(t, nil)
+	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+	src.write(t, src.ref("app:v1"), pair.V1)
+	src.write(t, src.ref("app:v2"), pair.V2)
+	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
+	editPlan(t, archive, func(p *imo.Plan) {
+		for k := range p.Blobs {
+			for n := range 100_000 {
+				p.Blobs[k].HeldBy = append(p.Blobs[k].HeldBy, fmt.Sprintf("r%d", n))
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := imo.Inspect(ctx, archive); !errors.Is(err, imo.ErrInvalidArchive) {
+		t.Errorf("Inspect() of a plan naming 100,000 repositories per blob = %v, want ErrInvalidArchive", err)
 	}
 }

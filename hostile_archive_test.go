@@ -128,12 +128,12 @@ func TestPushRefusesForgedArtifact(t *testing.T) {
 				plan.Images[1].Final.Reference = forged
 			})
 			dst := newTestRegistry(t, nil)
-			_, err := imo.New(imo.WithPlainHTTP()).PushArchive(context.Background(), forgedPath, dst.ref("app:v2"))
+			_, err := imo.New(imo.WithPlainHTTP()).PushArchive(context.Background(), forgedPath, dst.Host+"/mirror")
 			if !errors.Is(err, imo.ErrInvalidArchive) {
 				t.Errorf("PushArchive() = %v, want ErrInvalidArchive", err)
 			}
-			if _, err := remote.Head(mustRef(t, dst.ref("app:latest"))); err == nil {
-				t.Errorf("the push tagged app:latest with an image that refers to nothing")
+			if _, err := remote.Head(mustRef(t, dst.ref("mirror/team/web:latest"))); err == nil {
+				t.Errorf("the push tagged mirror/team/web:latest with an image that refers to nothing")
 			}
 		})
 	}

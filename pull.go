@@ -65,19 +65,24 @@ type pulledImage struct {
 // short archive. The caller must Close the stream; closing early stops the
 // transfer and waits for its goroutines to end.
 func (i *Incremental) Pull(ctx context.Context, base, final string) (io.ReadCloser, error) {
-	return i.PullBundle(ctx, []Pair{{Base: base, Final: final}})
+	return i.pullStream(ctx, []Pair{{Base: base, Final: final}}, false)
 }
 
 // PullBundle is [Incremental.Pull] for several images at once: one archive
-// with an index.json entry per final image, in the order of pairs, named by
-// its reference. Every blob is stored once however many images and
+// (a bundle) with an index.json entry per final image, in the order of
+// pairs, named by its reference. Vet and push take a bundle's destination
+// as a target (see [Incremental.PushVet]), however many images it holds. Every blob is stored once however many images and
 // platforms use it, and a blob is left out only when the base of every
 // image that uses it has it. Up to [WithJobs] images resolve at once.
 func (i *Incremental) PullBundle(ctx context.Context, pairs []Pair) (io.ReadCloser, error) {
+	return i.pullStream(ctx, pairs, true)
+}
+
+func (i *Incremental) pullStream(ctx context.Context, pairs []Pair, bundle bool) (io.ReadCloser, error) {
 	if i.err != nil {
 		return nil, i.err
 	}
-	pp, err := i.resolve(ctx, pairs)
+	pp, err := i.resolve(ctx, pairs, bundle)
 	if err != nil {
 		i.pull.closeIdle()
 		return nil, err
@@ -98,17 +103,21 @@ func (i *Incremental) PullBundle(ctx context.Context, pairs []Pair) (io.ReadClos
 // Plan resolves base and final as [Incremental.Pull] does and returns the
 // plan of the archive Pull would write, without downloading any blob.
 func (i *Incremental) Plan(ctx context.Context, base, final string) (*Plan, error) {
-	return i.PlanBundle(ctx, []Pair{{Base: base, Final: final}})
+	return i.plan(ctx, []Pair{{Base: base, Final: final}}, false)
 }
 
 // PlanBundle is [Incremental.Plan] for the archive [Incremental.PullBundle]
 // would write.
 func (i *Incremental) PlanBundle(ctx context.Context, pairs []Pair) (*Plan, error) {
+	return i.plan(ctx, pairs, true)
+}
+
+func (i *Incremental) plan(ctx context.Context, pairs []Pair, bundle bool) (*Plan, error) {
 	if i.err != nil {
 		return nil, i.err
 	}
 	defer i.pull.closeIdle()
-	pp, err := i.resolve(ctx, pairs)
+	pp, err := i.resolve(ctx, pairs, bundle)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +185,7 @@ func (i *Incremental) parsePairs(pairs []Pair) ([]pairRefs, error) {
 
 // resolve fetches the manifests of every final and base image and decides
 // what the archive carries. Each distinct base is resolved once.
-func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, error) {
+func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool) (*pullPlan, error) {
 	refs, err := i.parsePairs(pairs)
 	if err != nil {
 		return nil, err
@@ -284,6 +293,13 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 		if b.foreign() {
 			return reasonForeign
 		}
+		var inv *Inventory
+		for _, have := range i.opts.have {
+			if ib, ok := have.Blob(b.desc.Digest); ok {
+				held[b.desc.Digest], inv = &ib, have
+				break
+			}
+		}
 		carried := false
 		for n, g := range graphs {
 			if _, uses := g.byDigest[b.desc.Digest]; uses && (b.config || !inBase[n][b.desc.Digest]) {
@@ -291,22 +307,22 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair) (*pullPlan, err
 				break
 			}
 		}
-		if !carried {
+		switch {
+		case !carried:
 			return "in base"
-		}
-		for _, inv := range i.opts.have {
-			if ib, ok := inv.Blob(b.desc.Digest); ok {
-				held[b.desc.Digest] = &ib
-				return "in the inventory of " + inventoryName(inv) + " taken " + inv.Taken.UTC().Format(time.RFC3339)
-			}
+		case inv != nil:
+			return "in the inventory of " + inventoryName(inv) + " taken " + inv.Taken.UTC().Format(time.RFC3339)
 		}
 		return ""
 	})
+	// Where an inventory saw a blob left out (in base or by the
+	// inventory), push may mount it from when the destination lacks it.
 	for k, b := range pp.plan.Blobs {
-		if ib := held[b.Digest]; ib != nil {
-			pp.plan.Blobs[k].HeldBy = ib.Repositories
+		if ib := held[b.Digest]; ib != nil && !b.Included {
+			pp.plan.Blobs[k].HeldBy = ib.Repositories[:min(len(ib.Repositories), heldByKept)]
 		}
 	}
+	pp.plan.Bundle = bundle
 	for _, inv := range i.opts.have {
 		pp.plan.Inventories = append(pp.plan.Inventories, PlanInventory{Registry: inv.Registry, Prefix: inv.Prefix, Taken: inv.Taken, Blobs: len(inv.Blobs)})
 	}
@@ -768,17 +784,21 @@ func (pp *pullPlan) dockerManifest() []dockerLoadEntry {
 // the process failing, and durability against power loss is left to the
 // file system. A new file gets mode 0644; a replaced one keeps its mode.
 func (i *Incremental) PullToFile(ctx context.Context, base, final, path string) (*Plan, error) {
-	return i.PullBundleToFile(ctx, []Pair{{Base: base, Final: final}}, path)
+	return i.pullToFile(ctx, []Pair{{Base: base, Final: final}}, path, false)
 }
 
 // PullBundleToFile writes the archive [Incremental.PullBundle] streams to
 // the file at path, as [Incremental.PullToFile] does.
 func (i *Incremental) PullBundleToFile(ctx context.Context, pairs []Pair, path string) (*Plan, error) {
+	return i.pullToFile(ctx, pairs, path, true)
+}
+
+func (i *Incremental) pullToFile(ctx context.Context, pairs []Pair, path string, bundle bool) (*Plan, error) {
 	if i.err != nil {
 		return nil, i.err
 	}
 	defer i.pull.closeIdle()
-	pp, err := i.resolve(ctx, pairs)
+	pp, err := i.resolve(ctx, pairs, bundle)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"sync"
 
@@ -77,6 +78,7 @@ func PushVet(ctx context.Context, archive, dst string) error {
 // pushJob is an archive opened for vet or push, and where each of its
 // images goes.
 type pushJob struct {
+	target    *target // where images go, when dst is a target
 	archive   *archiveFile
 	file      io.Closer
 	images    []*destImage
@@ -142,7 +144,7 @@ func (i *Incremental) openJob(ctx context.Context, archive, dst, action string) 
 	eg.SetLimit(i.opts.jobs)
 	for key, repo := range repos {
 		eg.Go(func() error {
-			c, err := newRepoClient(ectx, repo, i.push, i.opts.pushAuth, i.opts.keychain, i.opts.retry, i.destScopes(repo, action, a, repos))
+			c, err := newRepoClient(ectx, repo, i.push, i.opts.pushAuth, i.opts.keychain, i.opts.retry, i.destScopes(repo, action))
 			if err != nil {
 				return err
 			}
@@ -190,7 +192,7 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 		}
 		images = append(images, img)
 	}
-	if !isTarget(dst, len(images)) {
+	if !isTarget(dst, len(images)) && (a.plan == nil || !a.plan.Bundle) {
 		ref, err := i.parseRef(dst, i.opts.plainPush)
 		if err != nil {
 			return fmt.Errorf("destination: %w", err)
@@ -202,12 +204,15 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 		images[0].ref = ref
 	} else {
 		t, err := i.parseTarget(dst)
-		if err != nil {
-			if len(images) > 1 {
-				return fmt.Errorf("the archive holds %d images, so the destination must be a registry or registry/prefix: %w", len(images), err)
-			}
+		switch {
+		case err != nil && len(images) > 1:
+			return fmt.Errorf("the archive holds %d images, so the destination must be a registry or registry/prefix: %w", len(images), err)
+		case err != nil && a.plan != nil && a.plan.Bundle:
+			return fmt.Errorf("the archive is a bundle (pull --from), so the destination must be a registry or registry/prefix: %w", err)
+		case err != nil:
 			return err
 		}
+		j.target = &t
 		for _, img := range images {
 			if img.ref, err = t.ref(img.name); err != nil {
 				return fmt.Errorf("image %s of %s: %w", img.name, a.name, err)
@@ -307,7 +312,7 @@ func (bc *blobCheck) exists(ctx context.Context, c *repoClient, repo name.Reposi
 func (i *Incremental) vetAll(ctx context.Context, j *pushJob, all bool) {
 	bc := &blobCheck{known: map[string]bool{}}
 	for _, img := range j.images {
-		img.dest, img.err = i.vet(ctx, bc, img.client, j.archive, img.graph, all)
+		img.dest, img.err = i.vet(ctx, bc, j, img.client, img.graph, all)
 		if img.err != nil {
 			img.err = fmt.Errorf("%s: %w", img.ref, img.err)
 		}
@@ -318,7 +323,8 @@ func (i *Incremental) vetAll(ctx context.Context, j *pushJob, all bool) {
 // with all, about the blobs it carries too; left-out blobs the destination
 // repository lacks are then looked for in the WithMountFrom repositories.
 // It returns a [*MissingBlobsError] if any left-out blob is nowhere.
-func (i *Incremental) vet(ctx context.Context, bc *blobCheck, c *repoClient, a *archiveFile, g *imageGraph, all bool) (*destination, error) {
+func (i *Incremental) vet(ctx context.Context, bc *blobCheck, j *pushJob, c *repoClient, g *imageGraph, all bool) (*destination, error) {
+	a := j.archive
 	d := &destination{present: map[v1.Hash]bool{}, mountable: map[v1.Hash]name.Repository{}, rebuild: map[v1.Hash]*PlanDelta{}}
 	var mu sync.Mutex
 	ask := func(blobs []*blobUse, repo name.Repository, record func(v1.Hash)) error {
@@ -381,8 +387,12 @@ func (i *Incremental) vet(ctx context.Context, bc *blobCheck, c *repoClient, a *
 	eg.SetLimit(i.opts.jobs)
 	for _, b := range missing() {
 		eg.Go(func() error {
-			for _, from := range i.mountSources(c.repo, a, b.desc.Digest) {
+			for _, from := range i.mountSources(c.repo, j, b.desc.Digest) {
 				ok, err := bc.exists(ectx, c, from, b.desc.Digest)
+				var te *transport.Error
+				if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden || te.StatusCode == http.StatusNotFound) {
+					continue // a source we may not read is no source
+				}
 				if err != nil {
 					return err
 				}
@@ -423,12 +433,17 @@ func (i *Incremental) parseRef(s string, plainHTTP bool) (name.Reference, error)
 }
 
 // mountSources are the repositories of dst's registry that a blob the
-// archive leaves out may be mounted from: those of WithMountFrom, then
-// those the archive's inventories saw it in.
-func (i *Incremental) mountSources(dst name.Repository, a *archiveFile, h v1.Hash) []name.Repository {
+// archive leaves out may be mounted from: those of WithMountFrom, then,
+// when the push goes to a target, those the archive's inventories saw it
+// in that lie under the target's prefix. An archive cannot make push read
+// from repositories outside what the user named.
+func (i *Incremental) mountSources(dst name.Repository, j *pushJob, h v1.Hash) []name.Repository {
 	out := i.mountFromRepos(dst)
-	for _, r := range a.heldBy[h] {
-		if from := dst.Registry.Repo(r); from != dst && !slices.Contains(out, from) {
+	if j.target == nil {
+		return out
+	}
+	for _, r := range j.archive.heldBy[h] {
+		if from := dst.Registry.Repo(r); from != dst && j.target.within(r) && !slices.Contains(out, from) {
 			out = append(out, from)
 		}
 	}
@@ -436,23 +451,15 @@ func (i *Incremental) mountSources(dst name.Repository, a *archiveFile, h v1.Has
 }
 
 // destScopes are the token scopes for the destination repository with the
-// given action, and pull on every other repository it may mount blobs
-// from: those of WithMountFrom and of the archive's inventories, and the
-// other destinations of the job.
-func (i *Incremental) destScopes(repo name.Repository, action string, a *archiveFile, others map[string]name.Repository) []string {
+// given action, and pull on the WithMountFrom repositories. Pull access to
+// other repositories (to mount a blob from another destination of a
+// bundle, or from where an inventory saw it) is asked for when a registry
+// challenges for it, so that a token request does not grow with every
+// repository of a job.
+func (i *Incremental) destScopes(repo name.Repository, action string) []string {
 	scopes := []string{repo.Scope(action)}
 	for _, from := range i.mountFromRepos(repo) {
 		scopes = append(scopes, from.Scope(transport.PullScope))
-	}
-	for _, r := range a.heldRepos {
-		scopes = append(scopes, repo.Registry.Repo(r).Scope(transport.PullScope))
-	}
-	if action == transport.PushScope {
-		for _, o := range others {
-			if o != repo && o.Registry == repo.Registry {
-				scopes = append(scopes, o.Scope(transport.PullScope))
-			}
-		}
 	}
 	return scopes
 }

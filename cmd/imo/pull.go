@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -75,8 +76,14 @@ at the destination, digest for digest.`,
 			if err != nil {
 				return err
 			}
+			bundle := cmd.Flags().Changed("from")
 			if dryRun {
-				plan, err := inc.PlanBundle(cmd.Context(), pairs)
+				var plan *imo.Plan
+				if bundle {
+					plan, err = inc.PlanBundle(cmd.Context(), pairs)
+				} else {
+					plan, err = inc.Plan(cmd.Context(), pairs[0].Base, pairs[0].Final)
+				}
 				if err != nil {
 					return err
 				}
@@ -86,9 +93,9 @@ at the destination, digest for digest.`,
 				if f, ok := cmd.OutOrStdout().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 					return usagef("refusing to write an archive to a terminal: redirect standard output or use -o FILE")
 				}
-				return pullTo(cmd, inc, pairs, cmd.OutOrStdout())
+				return pullTo(cmd, inc, pairs, bundle, cmd.OutOrStdout())
 			}
-			return pullToFile(cmd, inc, pairs, output)
+			return pullToFile(cmd, inc, pairs, bundle, output)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "difference.tar", "archive file to write, or - for standard output")
@@ -121,8 +128,15 @@ func readPairs(cmd *cobra.Command, from string, args []string) ([]imo.Pair, erro
 	return pairs, nil
 }
 
-func pullTo(cmd *cobra.Command, inc *imo.Incremental, pairs []imo.Pair, w io.Writer) error {
-	diff, err := inc.PullBundle(cmd.Context(), pairs)
+// pullTo streams the archive to w: a bundle of pairs, or the one pair.
+func pullTo(cmd *cobra.Command, inc *imo.Incremental, pairs []imo.Pair, bundle bool, w io.Writer) error {
+	pull := inc.PullBundle
+	if !bundle {
+		pull = func(ctx context.Context, pairs []imo.Pair) (io.ReadCloser, error) {
+			return inc.Pull(ctx, pairs[0].Base, pairs[0].Final)
+		}
+	}
+	diff, err := pull(cmd.Context(), pairs)
 	if err != nil {
 		return err
 	}
@@ -134,10 +148,16 @@ func pullTo(cmd *cobra.Command, inc *imo.Incremental, pairs []imo.Pair, w io.Wri
 }
 
 // pullToFile writes the archive to path, complete or not at all.
-func pullToFile(cmd *cobra.Command, inc *imo.Incremental, pairs []imo.Pair, path string) error {
-	if _, err := inc.PullBundleToFile(cmd.Context(), pairs, path); err != nil {
+func pullToFile(cmd *cobra.Command, inc *imo.Incremental, pairs []imo.Pair, bundle bool, path string) error {
+	var err error
+	if bundle {
+		_, err = inc.PullBundleToFile(cmd.Context(), pairs, path)
+	} else {
+		_, err = inc.PullToFile(cmd.Context(), pairs[0].Base, pairs[0].Final, path)
+	}
+	if err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(cmd.OutOrStdout(), path)
+	_, err = fmt.Fprintln(cmd.OutOrStdout(), path)
 	return err
 }
