@@ -128,7 +128,7 @@ type PlanDelta struct {
 	// Size is the size of the delta, in DeltasDir.
 	Size int64 `json:"size"`
 	// DiffID is the digest of the layer's uncompressed tar.
-	DiffID v1.Hash `json:"diffID"`
+	DiffID v1.Hash `json:"diffID,omitzero"`
 	// Recipe names the encoder, its pinned version and parameters that
 	// recompress the tar into the blob.
 	Recipe string `json:"recipe"`

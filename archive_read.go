@@ -376,6 +376,9 @@ func (a *archiveFile) describe(gs []*imageGraph) *Plan {
 	for k, b := range p.Blobs {
 		if !b.Included {
 			p.Blobs[k].HeldBy = a.heldBy[b.Digest]
+			if d := a.deltas[b.Digest]; d != nil {
+				p.Blobs[k].Delta, p.Blobs[k].Reason = d, reasonDelta
+			}
 		}
 	}
 	if a.plan != nil {

@@ -144,8 +144,11 @@ func basic(user, pass string) authn.Authenticator {
 	return authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})
 }
 
-// WithTempDir sets where [Incremental.PushStream] spools an archive read from
-// a stream. Pull never writes temporary files. The default is [os.TempDir].
+// WithTempDir sets where temporary files go: the archive
+// [Incremental.PushStream] spools from a stream, and, with
+// [WithSublayerDeltas], the layers and deltas pull works on and the base
+// contents and rebuilt layers push works on. Without sub-layer deltas, Pull
+// writes no temporary file. The default is [os.TempDir].
 func WithTempDir(dir string) Option {
 	return func(o *options) { o.tempDir = dir }
 }

@@ -101,7 +101,9 @@ func (i *Incremental) pullStream(ctx context.Context, pairs []Pair, bundle bool)
 }
 
 // Plan resolves base and final as [Incremental.Pull] does and returns the
-// plan of the archive Pull would write, without downloading any blob.
+// plan of the archive Pull would write, without downloading any blob, but
+// for what deciding on sub-layer deltas needs when [WithSublayerDeltas] is
+// set (the base's layers and the changed layers).
 func (i *Incremental) Plan(ctx context.Context, base, final string) (*Plan, error) {
 	return i.plan(ctx, []Pair{{Base: base, Final: final}}, false)
 }

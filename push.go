@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -77,10 +76,11 @@ func (i *Incremental) PushArchive(ctx context.Context, archive, dst string) ([]I
 		}
 		eg.Wait()
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	out, err := j.results()
+	if cerr := ctx.Err(); cerr != nil {
+		return out, cerr
 	}
-	return j.results()
+	return out, err
 }
 
 // putImage writes an image's manifests, the children first, and checks
@@ -210,22 +210,40 @@ func (i *Incremental) sendBlobs(ctx context.Context, j *pushJob) {
 	eg.SetLimit(i.opts.jobs)
 	for _, h := range order {
 		eg.Go(func() error {
+			desc := descs[h]
 			var uploaded *repoClient
+			var rebuilt string // the blob rebuilt from its delta, kept until every target has it
+			defer func() {
+				if rebuilt != "" {
+					os.Remove(rebuilt)
+				}
+			}()
+			send := func(t *blobTarget) error {
+				if j.archive.has(h) {
+					return i.uploadBlob(ectx, t.client, j.archive.blob, desc)
+				}
+				if rebuilt == "" {
+					path, err := i.rebuildBlob(ectx, j, t, desc)
+					if err != nil {
+						return err
+					}
+					rebuilt = path
+				}
+				return i.uploadFile(ectx, t.client, rebuilt, desc)
+			}
 			for _, t := range targets[h] {
 				var err error
 				switch {
 				case t.from != (name.Repository{}):
-					err = i.mountBlob(ectx, t.client, descs[h], t.from)
+					err = i.mountBlob(ectx, t.client, desc, t.from)
 				case uploaded != nil:
-					if err = i.mountBlob(ectx, t.client, descs[h], uploaded.repo); err != nil && j.archive.has(h) {
-						err = i.uploadBlob(ectx, t.client, j.archive.blob, descs[h])
-					}
-				case j.archive.has(h):
-					if err = i.uploadBlob(ectx, t.client, j.archive.blob, descs[h]); err == nil {
-						uploaded = t.client
+					// A registry without cross-repository mounts gets the
+					// bytes again.
+					if err = i.mountBlob(ectx, t.client, desc, uploaded.repo); err != nil {
+						err = send(t)
 					}
 				default:
-					if err = i.rebuildBlob(ectx, j, t, descs[h]); err == nil {
+					if err = send(t); err == nil {
 						uploaded = t.client
 					}
 				}
@@ -248,22 +266,26 @@ func (i *Incremental) mountBlob(ctx context.Context, c *repoClient, desc v1.Desc
 	return nil
 }
 
-// rebuildBlob rebuilds desc from its sub-layer delta and uploads it into
-// t's repository.
-func (i *Incremental) rebuildBlob(ctx context.Context, j *pushJob, t *blobTarget, desc v1.Descriptor) error {
+// rebuildBlob rebuilds desc from its sub-layer delta into a temporary
+// file, verified, and returns its path; the caller removes it.
+func (i *Incremental) rebuildBlob(ctx context.Context, j *pushJob, t *blobTarget, desc v1.Descriptor) (string, error) {
 	path, spooled, err := j.rebuilder.rebuild(ctx, t.client, desc, t.images[0].dest)
 	if err != nil {
-		return err
+		return "", err
 	}
-	defer os.Remove(path)
 	i.opts.reporter.Report(Event{Kind: BlobRebuilt, Ref: t.client.repo.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size,
 		Reason: fmt.Sprintf("from its sub-layer delta, with %d bytes of base layer contents spooled to disk", spooled)})
+	return path, nil
+}
+
+// uploadFile uploads desc from the file at path into c's repository.
+func (i *Incremental) uploadFile(ctx context.Context, c *repoClient, path string, desc v1.Descriptor) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("uploading %s: %w", desc.Digest, err)
 	}
 	defer f.Close()
-	return i.uploadBlob(ctx, t.client, func(d v1.Descriptor, report func(int64)) (io.Reader, error) {
+	return i.uploadBlob(ctx, c, func(d v1.Descriptor, report func(int64)) (io.Reader, error) {
 		return newVerifyingReader(io.NewSectionReader(f, 0, d.Size), d, path, report)
 	}, desc)
 }

@@ -92,7 +92,7 @@ func (i *Incremental) prepareDeltas(ctx context.Context, pp *pullPlan, baseOf []
 			if len(todo) == 0 || !usable {
 				continue
 			}
-			if err := i.deltaGroup(ctx, pp, img, baseOf[n], base.Layers, todo, carried); err != nil {
+			if err := i.deltaGroup(ctx, pp, img, baseOf, n, base.Layers, todo, carried); err != nil {
 				return err
 			}
 		}
@@ -118,9 +118,10 @@ func samePlatform(base *imageGraph, m manifestNode) *manifestNode {
 	return nil
 }
 
-// deltaGroup tries deltas for the layers todo of img against the base
-// layers baseLayers.
-func (i *Incremental) deltaGroup(ctx context.Context, pp *pullPlan, img pulledImage, base *pulledImage, baseLayers, todo []v1.Descriptor, carried map[v1.Hash]int) error {
+// deltaGroup tries deltas for the layers todo of img, the n-th image,
+// against the base layers baseLayers of its base.
+func (i *Incremental) deltaGroup(ctx context.Context, pp *pullPlan, img pulledImage, baseOf []*pulledImage, n int, baseLayers, todo []v1.Descriptor, carried map[v1.Hash]int) error {
+	base := baseOf[n]
 	if pp.tmp == "" {
 		dir, err := os.MkdirTemp(i.opts.tempDir, "imo-pull-")
 		if err != nil {
@@ -149,18 +150,21 @@ func (i *Incremental) deltaGroup(ctx context.Context, pp *pullPlan, img pulledIm
 		}
 		f, err := os.Open(path)
 		if err != nil {
-			return err
+			return fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
 		}
 		deltaPath := filepath.Join(pp.tmp, "delta-"+l.Digest.Hex)
 		df, err := os.Create(deltaPath)
 		if err != nil {
 			f.Close()
-			return err
+			return fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
 		}
 		st, err := sublayer.Prepare(ctx, sb, f, l.Size, l.Digest, df)
 		f.Close()
 		if cerr := df.Close(); err == nil {
 			err = cerr
+		}
+		if err == nil && !basesShared(pp, baseOf, l.Digest, st.Header.Bases) {
+			err = sublayer.ErrNotWorthwhile
 		}
 		switch {
 		case err == nil:
@@ -182,6 +186,30 @@ func (i *Incremental) deltaGroup(ctx context.Context, pp *pullPlan, img pulledIm
 		}
 	}
 	return nil
+}
+
+// basesShared reports whether every image of the pull that uses the layer
+// h has a base holding all the base layers a delta of h draws on: only then
+// can each image's destination, which holds its base, rebuild it.
+func basesShared(pp *pullPlan, baseOf []*pulledImage, h v1.Hash, bases []string) bool {
+	for n, img := range pp.images {
+		if _, uses := img.graph.byDigest[h]; !uses {
+			continue
+		}
+		if baseOf[n] == nil {
+			return false
+		}
+		for _, id := range bases {
+			b, err := v1.NewHash(id)
+			if err != nil {
+				return false
+			}
+			if _, ok := baseOf[n].graph.byDigest[b]; !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // blobOpener opens a blob, verified against desc as it is read.
@@ -213,7 +241,7 @@ func (i *Incremental) download(ctx context.Context, img pulledImage, l v1.Descri
 	defer rc.Close()
 	f, err := os.Create(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("downloading %s from %s: %w", l.Digest, img.ref, err)
 	}
 	_, err = io.Copy(f, rc)
 	if cerr := f.Close(); err == nil {
@@ -235,7 +263,9 @@ type rebuilder struct {
 	sets map[string]*baseSet
 }
 
-// baseSet is a base built once for the deltas that share its layers.
+// baseSet is a base built once for the deltas that share its layers. The
+// first rebuild to need it builds it, with its context and client; a
+// failure then fails every rebuild that shares the set.
 type baseSet struct {
 	once sync.Once
 	base *sublayer.Base

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,8 +197,13 @@ func TestSublayerDeltas(t *testing.T) {
 			if !equalManifests(manifests(t, dst.ref("app:v2")), manifests(t, src.ref("app:v2"))) {
 				t.Errorf("the manifests at the destination differ from the source's")
 			}
-			if _, err := imo.Inspect(ctx, path); err != nil {
-				t.Errorf("Inspect() = %v", err)
+			inspected, err := imo.Inspect(ctx, path)
+			if err != nil {
+				t.Fatalf("Inspect() = %v", err)
+			}
+			pulledBytes, _ := plan.Bytes()
+			if got, _ := inspected.Bytes(); got != pulledBytes {
+				t.Errorf("Inspect() counts %d carried bytes, the pull's plan %d", got, pulledBytes)
 			}
 
 			// A destination without the base cannot rebuild the layer: vet
@@ -323,4 +331,82 @@ func contains(names []string, name string) bool {
 		}
 	}
 	return false
+}
+
+func TestSublayerDeltaSharedAcrossBases(t *testing.T) {
+	// other:v1 (base scratch) has app:v2's rebuilt layer too: its
+	// destination holds no base to rebuild it from, so the layer ships
+	// whole, and both images push.
+	src := newTestRegistry(t, nil)
+	v1s, _, appV2 := rebuildPair(t, sandbox.Docker, src.Host, func(b []byte) v1.Layer { return compressed(t, encoders[0], b) })
+	other, err := sandbox.Docker.Image(v1.Platform{OS: "linux", Architecture: "amd64"}, appV2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeTo(t, src.ref("other:v1"), other)
+	pairs := []imo.Pair{{Base: src.ref("app:v1"), Final: src.ref("app:v2")}, {Base: imo.Scratch, Final: src.ref("other:v1")}}
+	inc := imo.New(imo.WithPlainHTTP(), imo.WithTempDir(t.TempDir()), imo.WithSublayerDeltas())
+	path := pullBundleFile(t, inc, pairs)
+	if deltas(t, path) != 0 {
+		t.Errorf("the shared layer travels as a delta")
+	}
+	dst := newTestRegistry(t, nil)
+	dst.write(t, dst.ref("app:v1"), v1s)
+	if _, err := inc.PushArchive(context.Background(), path, dst.Host+"/"); err != nil {
+		t.Errorf("PushArchive() = %v", err)
+	}
+}
+
+// noMountProxy fronts a registry as one without cross-repository mounts:
+// it drops ?mount=&from=, so the registry opens an upload instead.
+func noMountProxy(t *testing.T, host string) string {
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: host})
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Query().Get("mount") != "" {
+			r.URL.RawQuery = ""
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return strings.TrimPrefix(s.URL, "http://")
+}
+
+func TestSublayerWithoutMounts(t *testing.T) {
+	// Two repositories need the same rebuilt layer from a registry that
+	// cannot mount: the layer is rebuilt once and uploaded to each.
+	src := newTestRegistry(t, nil)
+	v1s, v2s, appV2 := rebuildPair(t, sandbox.Docker, src.Host, func(b []byte) v1.Layer { return compressed(t, encoders[0], b) })
+	writeTo(t, src.ref("app2:v1"), v1s)
+	writeTo(t, src.ref("app2:v2"), v2s)
+	pairs := []imo.Pair{{Base: src.ref("app:v1"), Final: src.ref("app:v2")}, {Base: src.ref("app2:v1"), Final: src.ref("app2:v2")}}
+	inc := imo.New(imo.WithPlainHTTP(), imo.WithTempDir(t.TempDir()), imo.WithSublayerDeltas())
+	path := pullBundleFile(t, inc, pairs)
+	if deltas(t, path) != 1 {
+		t.Fatalf("the rebuilt layer does not travel as a delta")
+	}
+	dst := newTestRegistry(t, nil)
+	dst.write(t, dst.ref("app:v1"), v1s)
+	dst.write(t, dst.ref("app2:v1"), v1s)
+	if _, err := inc.PushArchive(context.Background(), path, noMountProxy(t, dst.Host)+"/"); err != nil {
+		t.Errorf("PushArchive() = %v", err)
+	}
+	if n := dst.count(http.MethodPut, "digest="+digest(t, appV2).String()); n != 2 {
+		t.Errorf("the rebuilt layer was uploaded %d times, want once per repository", n)
+	}
+}
+
+// deltas counts the layers the archive at path carries as deltas.
+func deltas(t *testing.T, path string) int {
+	t.Helper()
+	plan, err := imo.Inspect(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range plan.Blobs {
+		if b.Delta != nil {
+			n++
+		}
+	}
+	return n
 }

@@ -103,7 +103,7 @@ at the destination, digest for digest.`,
 	cmd.Flags().StringArrayVar(&have, "have", nil, "leave out every blob this inventory (from imo inventory at the far side) lists; repeatable")
 	cmd.Flags().StringVar(&sublayer, "sublayer", "off", "auto: carry changed layers as sub-layer deltas against the base's layers where that halves them or better (downloads the base's layers); off: whole layers")
 	cmd.Flags().BoolVar(&withReferrers, "with-referrers", false, "also carry the final images' cosign signatures, attestations and SBOMs and their OCI referrers")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print which blobs would be carried and omitted, and the saving, without downloading any")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print which blobs would be carried and omitted, and the saving, without downloading any (with --sublayer auto, but for the layers deciding on deltas needs)")
 	return cmd
 }
 

@@ -39,7 +39,13 @@ type Registry struct {
 // when done.
 func NewRegistry(wrap func(http.Handler) http.Handler, cfg *tls.Config) *Registry {
 	r := &Registry{blobs: &repoBlobs{blobs: map[string]map[v1.Hash][]byte{}, corrupt: map[v1.Hash]bool{}}}
-	var h http.Handler = registry.New(registry.WithBlobHandler(r.blobs), registry.Logger(log.New(io.Discard, "", 0)))
+	reg := registry.New(registry.WithBlobHandler(r.blobs), registry.Logger(log.New(io.Discard, "", 0)))
+	// Mounts are served behind wrap, as the registry itself is.
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !r.blobs.mount(w, req) {
+			reg.ServeHTTP(w, req)
+		}
+	})
 	if wrap != nil {
 		h = wrap(h)
 	}
@@ -51,9 +57,6 @@ func NewRegistry(wrap func(http.Handler) http.Handler, cfg *tls.Config) *Registr
 		}
 		r.requests = append(r.requests, req.Method+" "+uri)
 		r.mu.Unlock()
-		if r.blobs.mount(w, req) {
-			return
-		}
 		h.ServeHTTP(w, req)
 	}))
 	r.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what TLS tests provoke
