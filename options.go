@@ -292,8 +292,10 @@ func WithStallTimeout(d time.Duration) Option {
 // OCI 1.1 referrers, found through the referrers API or, on registries
 // without it, its tag fallback. They travel as images of the archive, their
 // blobs stored once and left out like any other, and Push writes them after
-// the image they refer to, with their digests. By default they are left
-// behind.
+// the image they refer to, with their digests. When [WithPlatforms] keeps
+// several platforms of an index, the archive's index is a new one that
+// nothing signed; the artifacts of the kept child manifests still travel.
+// By default they are left behind.
 func WithReferrers() Option {
 	return func(o *options) { o.referrers = true }
 }
