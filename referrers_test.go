@@ -3,11 +3,13 @@ package imo_test
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imokit/imo"
@@ -153,6 +155,18 @@ func testReferrers(t *testing.T, src, dst string) {
 func TestReferrers(t *testing.T) {
 	src, dst := newTestRegistry(t, nil), newTestRegistry(t, nil)
 	testReferrers(t, src.Host, dst.Host)
+}
+
+func TestReferrersAPI(t *testing.T) {
+	// Registries that serve the OCI 1.1 referrers API.
+	src := sandbox.NewRegistry(nil, nil, registry.WithReferrersSupport(true))
+	dst := sandbox.NewRegistry(nil, nil, registry.WithReferrersSupport(true))
+	t.Cleanup(src.Close)
+	t.Cleanup(dst.Close)
+	testReferrers(t, src.Host, dst.Host)
+	if n := src.Count(http.MethodGet, "/referrers/"); n == 0 {
+		t.Errorf("the pull never asked the referrers API")
+	}
 }
 
 func TestDistributionReferrers(t *testing.T) {

@@ -35,11 +35,12 @@ type Registry struct {
 }
 
 // NewRegistry starts a registry. wrap, when not nil, wraps its handler (to
-// add auth, say). With cfg it serves HTTPS, otherwise plain HTTP. Close it
-// when done.
-func NewRegistry(wrap func(http.Handler) http.Handler, cfg *tls.Config) *Registry {
+// add auth, say). With cfg it serves HTTPS, otherwise plain HTTP. opts are
+// go-containerregistry's registry options (the referrers API, say). Close
+// it when done.
+func NewRegistry(wrap func(http.Handler) http.Handler, cfg *tls.Config, opts ...registry.Option) *Registry {
 	r := &Registry{blobs: &repoBlobs{blobs: map[string]map[v1.Hash][]byte{}, corrupt: map[v1.Hash]bool{}}}
-	reg := registry.New(registry.WithBlobHandler(r.blobs), registry.Logger(log.New(io.Discard, "", 0)))
+	reg := registry.New(append([]registry.Option{registry.WithBlobHandler(r.blobs), registry.Logger(log.New(io.Discard, "", 0))}, opts...)...)
 	// Mounts are served behind wrap, as the registry itself is.
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !r.blobs.mount(w, req) {
