@@ -17,10 +17,10 @@ the manifests, then the tag, so that DEST holds exactly the final image, digest
 for digest. Nothing is uploaded when a blob is missing (exit status 3). Prints
 each pushed reference by digest. ARCHIVE may be - for standard input.
 
-DEST is an image reference for an archive of one image. For an archive of
-several images (a bundle), or when DEST ends in "/", DEST is a registry
-host[:port] with an optional /prefix, and each image lands at DEST, then the
-repository path and tag it has in the archive. Each image is pushed all or
+DEST is an image reference for an archive of one image. For a bundle (an
+archive written by pull --from, or of several images), or when DEST ends in
+"/", DEST is a registry host[:port] with an optional /prefix, and each image
+lands at DEST, then the repository path and tag it has in the archive. Each image is pushed all or
 nothing; imo goes on with the others and exits non-zero if any failed.`,
 		Example: `  imo push difference.tar site-registry:5000/app:v2
   imo push bundle.tar site-registry:5000/mirror
