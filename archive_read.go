@@ -19,11 +19,13 @@ import (
 // an archive, so a hostile archive cannot make imo allocate at will.
 const maxMetadataSize = 8 << 20
 
-// maxHeldBy bounds how many repositories an archive may name for one blob
-// as where an inventory saw it; pull records at most heldByKept.
+// maxHeldBy bounds how many repositories an archive names for one blob as
+// where an inventory saw it (pull records at most that many, and reading
+// ignores the rest); vet asks at most heldByTried of them, those under the
+// push's target prefix.
 const (
-	maxHeldBy  = 64
-	heldByKept = 16
+	maxHeldBy   = 64
+	heldByTried = 16
 )
 
 // readSeekerAt is what reading an archive needs: a file or an in-memory copy.
@@ -102,10 +104,9 @@ func readArchive(name string, r readSeekerAt) (*archiveFile, error) {
 		if err := a.readJSON(PlanFile, a.plan); err != nil {
 			return nil, err
 		}
-		for _, b := range a.plan.Blobs {
-			if len(b.HeldBy) > maxHeldBy {
-				return nil, a.invalid("%s: blob %s is held by %d repositories, more than the %d allowed", PlanFile, b.Digest, len(b.HeldBy), maxHeldBy)
-			}
+		for k, b := range a.plan.Blobs {
+			b.HeldBy = b.HeldBy[:min(len(b.HeldBy), maxHeldBy)]
+			a.plan.Blobs[k].HeldBy = b.HeldBy
 			for _, r := range b.HeldBy {
 				if !repoPath.MatchString(r) {
 					return nil, a.invalid("%s: blob %s is held by %q, which is not a repository path", PlanFile, b.Digest, r)

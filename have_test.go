@@ -210,6 +210,9 @@ func TestHeldBySources(t *testing.T) {
 }
 
 func TestHeldByLimit(t *testing.T) {
+	// An archive naming 100,000 repositories per blob (or the 65 an
+	// earlier imo may have written) is read quickly, keeping the first 64,
+	// and pushes where the destination holds the blobs.
 	src := newTestRegistry(t, nil)
 	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
 	src.write(t, src.ref("app:v1"), pair.V1)
@@ -217,14 +220,71 @@ func TestHeldByLimit(t *testing.T) {
 	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
 	editPlan(t, archive, func(p *imo.Plan) {
 		for k := range p.Blobs {
-			for n := range 100_000 {
-				p.Blobs[k].HeldBy = append(p.Blobs[k].HeldBy, fmt.Sprintf("r%d", n))
+			if !p.Blobs[k].Included {
+				for n := range 100_000 {
+					p.Blobs[k].HeldBy = append(p.Blobs[k].HeldBy, fmt.Sprintf("r%d", n))
+				}
 			}
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := imo.Inspect(ctx, archive); !errors.Is(err, imo.ErrInvalidArchive) {
-		t.Errorf("Inspect() of a plan naming 100,000 repositories per blob = %v, want ErrInvalidArchive", err)
+	plan, err := imo.Inspect(ctx, archive)
+	if err != nil {
+		t.Fatalf("Inspect() = %v", err)
+	}
+	for _, b := range plan.Blobs {
+		if len(b.HeldBy) > 64 {
+			t.Errorf("Inspect() keeps %d repositories for %s", len(b.HeldBy), b.Digest)
+		}
+	}
+	dst := newTestRegistry(t, nil)
+	dst.write(t, dst.ref("app:v1"), pair.V1)
+	if _, err := imo.New(imo.WithPlainHTTP()).PushArchive(ctx, archive, dst.ref("app:v2")); err != nil {
+		t.Errorf("PushArchive() = %v", err)
+	}
+}
+
+func TestHeldByManyRepositories(t *testing.T) {
+	// The far side holds the base in 17 repositories that sort before the
+	// target's prefix, and in one under it: push still mounts from there.
+	src := newTestRegistry(t, nil)
+	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+	src.write(t, src.ref("team/app:v1"), pair.V1)
+	src.write(t, src.ref("team/app:v2"), pair.V2)
+	site := newTestRegistry(t, nil)
+	for n := range 17 {
+		site.write(t, site.ref(fmt.Sprintf("aaa/r%02d:v1", n)), pair.V1)
+	}
+	site.write(t, site.ref("site/base:v1"), pair.V1)
+	ctx := context.Background()
+	inc := imo.New(imo.WithPlainHTTP())
+	inv, err := inc.Inventory(ctx, site.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := pullBundleFile(t, imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)), []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/app:v2")}})
+	if _, err := inc.PushArchive(ctx, archive, site.Host+"/site"); err != nil {
+		t.Errorf("PushArchive() = %v; want the left-out blobs mounted from site/base", err)
+	}
+}
+
+func TestHeldByPrefixRepository(t *testing.T) {
+	// The inventory of reg/mirror covers the repository mirror itself,
+	// and so do mounts into the target reg/mirror.
+	src := newTestRegistry(t, nil)
+	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+	src.write(t, src.ref("team/app:v2"), pair.V2)
+	site := newTestRegistry(t, nil)
+	site.write(t, site.ref("mirror:v1"), pair.V1)
+	ctx := context.Background()
+	inc := imo.New(imo.WithPlainHTTP())
+	inv, err := inc.Inventory(ctx, site.Host+"/mirror")
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := pullBundleFile(t, imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)), []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/app:v2")}})
+	if _, err := inc.PushArchive(ctx, archive, site.Host+"/mirror"); err != nil {
+		t.Errorf("PushArchive() = %v; the inventory saw the blobs in the repository mirror", err)
 	}
 }

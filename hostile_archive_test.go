@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/sandbox"
+	"github.com/imokit/imo/internal/sublayer"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -195,7 +197,7 @@ func TestPushStopsExpandingDelta(t *testing.T) {
 		want   string
 	}{
 		{"no compression for a gzip layer", map[string]any{"encoder": "none", "version": "", "level": 0}, "makes a 4503-byte none blob"},
-		{"gzip", map[string]any{"encoder": "gzip", "version": runtime.Version(), "level": 1}, "longer than the layer"},
+		{"gzip", map[string]any{"encoder": "gzip", "version": runtime.Version(), "level": 1}, "grows past the size the header declares"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src, dst := newTestRegistry(t, nil), newTestRegistry(t, nil)
@@ -218,5 +220,54 @@ func TestPushStopsExpandingDelta(t *testing.T) {
 				t.Errorf("app:v2 was tagged")
 			}
 		})
+	}
+}
+
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+func TestRebuildStopsAtTarSize(t *testing.T) {
+	// 256 references to a 1 MiB base file in a delta whose header says
+	// the tar is 1 MiB: the rebuild stops at 1 MiB.
+	const fileSize = 1 << 20
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	tw.WriteHeader(&tar.Header{Name: "zero", Mode: 0o644, Size: fileSize, Typeflag: tar.TypeReg})
+	tw.Write(make([]byte, fileSize))
+	tw.Close()
+	base, err := sublayer.NewBase(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	ls := sha256.Sum256(tb.Bytes())
+	id := "sha256:" + hex.EncodeToString(ls[:])
+	if err := base.AddLayer(context.Background(), bytes.NewReader(tb.Bytes()), id); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(make([]byte, fileSize))
+	hdr, _ := json.Marshal(map[string]any{
+		"digest": "sha256:" + strings.Repeat("b", 64), "size": 1 << 20,
+		"diffID": "sha256:" + strings.Repeat("c", 64), "tarSize": 1 << 20,
+		"recipe": map[string]any{"encoder": sublayer.EncoderNone, "version": "", "level": 0},
+		"bases":  []string{id},
+	})
+	var delta bytes.Buffer
+	delta.WriteString("imo-sublayer\x00\x01")
+	delta.Write(binary.AppendUvarint(nil, uint64(len(hdr))))
+	delta.Write(hdr)
+	zw, _ := zstd.NewWriter(&delta)
+	for range 256 {
+		zw.Write([]byte{0x02})
+		zw.Write(sum[:])
+		zw.Write(binary.AppendUvarint(nil, fileSize))
+	}
+	zw.Write([]byte{0x00})
+	zw.Close()
+	var out countingWriter
+	_, err = sublayer.Rebuild(context.Background(), base, bytes.NewReader(delta.Bytes()), &out)
+	if err == nil || out.n > 1<<20 {
+		t.Errorf("a %d-byte delta declaring a 1 MiB tar made Rebuild write %d bytes (%v); want it stopped at 1 MiB", delta.Len(), out.n, err)
 	}
 }

@@ -282,11 +282,13 @@ func (inv *Inventory) validate() error {
 		return errors.New("no time taken")
 	case inv.Took < 0:
 		return fmt.Errorf("took %s: negative", inv.Took)
+	case inv.Prefix != "" && !repoPath.MatchString(inv.Prefix):
+		return fmt.Errorf("prefix %q is not a repository path", inv.Prefix)
 	}
 	repos := make(map[string]bool, len(inv.Repositories))
 	for k, r := range inv.Repositories {
-		if r.Name == "" {
-			return fmt.Errorf("repository %d has no name", k)
+		if !repoPath.MatchString(r.Name) {
+			return fmt.Errorf("repository %d: %q is not a repository path (lower-case components)", k, r.Name)
 		}
 		if k > 0 && inv.Repositories[k-1].Name >= r.Name {
 			return fmt.Errorf("repository %q: repositories are not sorted by name, or one is listed twice", r.Name)
@@ -367,7 +369,8 @@ func (i *Incremental) Inventory(ctx context.Context, target string, repos ...str
 		return nil, err
 	}
 	t := &inventoryTaker{i: i, sem: semaphore.NewWeighted(int64(i.opts.jobs)), blobs: map[v1.Hash]*takenBlob{}}
-	if names == nil {
+	fromCatalog := names == nil
+	if fromCatalog {
 		if names, err = t.catalog(ctx, reg, prefix); err != nil {
 			return nil, err
 		}
@@ -378,7 +381,7 @@ func (i *Incremental) Inventory(ctx context.Context, target string, repos ...str
 	for k, n := range names {
 		eg.Go(func() error {
 			var err error
-			inv.Repositories[k], err = t.repository(ectx, reg.Repo(n))
+			inv.Repositories[k], err = t.repository(ectx, reg.Repo(n), fromCatalog)
 			return err
 		})
 	}
@@ -491,7 +494,9 @@ func (t *inventoryTaker) catalog(ctx context.Context, reg name.Registry, prefix 
 	}
 	var names []string
 	for _, n := range all {
-		if prefix == "" || n == prefix || strings.HasPrefix(n, prefix+"/") {
+		// A name that is not a plain repository path cannot be pushed to
+		// or mounted from by imo: it is left out.
+		if repoPath.MatchString(n) && (prefix == "" || n == prefix || strings.HasPrefix(n, prefix+"/")) {
 			names = append(names, n)
 		}
 	}
@@ -500,8 +505,12 @@ func (t *inventoryTaker) catalog(ctx context.Context, reg name.Registry, prefix 
 }
 
 // maxListPages bounds how many pages of a catalog or tag list are followed,
-// so that a registry cannot make imo page for ever.
-const maxListPages = 100_000
+// and maxListNames how many names they may hold in all, so that a registry
+// cannot make imo page for ever or hold what it sends without end.
+const (
+	maxListPages = 100_000
+	maxListNames = 1_000_000
+)
 
 // listAll GETs path on host and every next page its Link headers name, and
 // returns the strings under key ("repositories" or "tags") of every page.
@@ -517,11 +526,25 @@ func (t *inventoryTaker) listAll(ctx context.Context, client *http.Client, plain
 		scheme = "http"
 	}
 	next := &url.URL{Scheme: scheme, Host: host, Path: path}
+	// A redirect to another host or scheme is refused, as a Link to one is.
+	c := *client
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.Scheme != via[0].URL.Scheme || req.URL.Host != via[0].URL.Host {
+			return fmt.Errorf("listing %s on %s: redirected to another host, %s", path, host, req.URL.Redacted())
+		}
+		return nil
+	}
+	client = &c
 	var all []string
+	visited := map[string]bool{}
 	for n := 0; next != nil; n++ {
 		if n == maxListPages {
 			return nil, fmt.Errorf("listing %s on %s: more than %d pages", path, host, maxListPages)
 		}
+		if visited[next.String()] {
+			return nil, fmt.Errorf("listing %s on %s: the pages loop back to %s", path, host, next.Redacted())
+		}
+		visited[next.String()] = true
 		var page map[string]json.RawMessage
 		var link string
 		err := t.i.opts.retry.do(ctx, func() error {
@@ -560,7 +583,9 @@ func (t *inventoryTaker) listAll(ctx context.Context, client *http.Client, plain
 				return nil, fmt.Errorf("listing %s on %s: %q does not parse: %w", path, host, key, err)
 			}
 		}
-		all = append(all, names...)
+		if all = append(all, names...); len(all) > maxListNames {
+			return nil, fmt.Errorf("listing %s on %s: more than %d names", path, host, maxListNames)
+		}
 		if next, err = nextPage(next, link); err != nil {
 			return nil, fmt.Errorf("listing %s on %s: %w", path, host, err)
 		}
@@ -570,9 +595,12 @@ func (t *inventoryTaker) listAll(ctx context.Context, client *http.Client, plain
 
 // nextPage resolves the URL a Link header names (`<url>; rel="next"`)
 // against cur; it is nil when there is no next page. A link to another
-// host or scheme is an error.
+// host or scheme is an error; a link of another relation is no next page.
 func nextPage(cur *url.URL, link string) (*url.URL, error) {
 	if link == "" {
+		return nil, nil
+	}
+	if _, params, _ := strings.Cut(link, ";"); !strings.Contains(strings.ReplaceAll(params, " ", ""), `rel="next"`) && !strings.Contains(strings.ReplaceAll(params, " ", ""), "rel=next") {
 		return nil, nil
 	}
 	start, end := strings.Index(link, "<"), strings.Index(link, ">")
@@ -596,7 +624,9 @@ func nextPage(cur *url.URL, link string) (*url.URL, error) {
 }
 
 // repository inventories one repository: its tags and everything they reach.
-func (t *inventoryTaker) repository(ctx context.Context, repo name.Repository) (InventoryRepository, error) {
+// A repository the catalog listed (fromCatalog) may have no tags; one
+// named by the caller must exist.
+func (t *inventoryTaker) repository(ctx context.Context, repo name.Repository, fromCatalog bool) (InventoryRepository, error) {
 	out := InventoryRepository{Name: repo.RepositoryStr(), Tags: []string{}}
 	var c *repoClient
 	err := t.limit(ctx, func() error {
@@ -615,7 +645,12 @@ func (t *inventoryTaker) repository(ctx context.Context, repo name.Repository) (
 	})
 	if err != nil {
 		var te *transport.Error
-		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+		switch {
+		case errors.As(err, &te) && te.StatusCode == http.StatusNotFound && fromCatalog:
+			// The catalog lists repositories that hold blobs but no tag
+			// yet (an interrupted push, say): nothing to walk.
+			return out, nil
+		case errors.As(err, &te) && te.StatusCode == http.StatusNotFound:
 			return out, fmt.Errorf("repository %s does not exist: %w", repo, err)
 		}
 		return out, fmt.Errorf("listing the tags of %s: %w", repo, err)

@@ -24,7 +24,9 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo"
@@ -666,7 +668,7 @@ func TestReadInventoryInvalid(t *testing.T) {
 		{"unsorted repositories", edit(func(i *imo.Inventory) {
 			i.Repositories[0], i.Repositories[1] = i.Repositories[1], i.Repositories[0]
 		}), "not sorted"},
-		{"unnamed repository", edit(func(i *imo.Inventory) { i.Repositories[0].Name = "" }), "no name"},
+		{"unnamed repository", edit(func(i *imo.Inventory) { i.Repositories[0].Name = "" }), "not a repository path"},
 		{"unsorted tags", edit(func(i *imo.Inventory) { i.Repositories[0].Tags = []string{"v2", "v1"} }), "tags are not sorted"},
 		{"blob in an unknown repository", edit(func(i *imo.Inventory) { i.Blobs[0].Repositories = []string{"elsewhere"} }), "not in the inventory"},
 		{"blob repositories unsorted", edit(func(i *imo.Inventory) { slices.Reverse(i.Blobs[2].Repositories) }), "not sorted"},
@@ -785,5 +787,103 @@ func TestInventoryOddManifests(t *testing.T) {
 	want.check(t, inv)
 	if len(skipped) != 1 || skipped[0].Digest != h || !strings.Contains(skipped[0].Reason, "schema 1") {
 		t.Errorf("Inventory() reported %v skipped, want the schema 1 manifest %s", skipped, h)
+	}
+}
+
+func TestInventoryPageLoops(t *testing.T) {
+	// A registry whose tag list pages loop (A → B → A) is refused at the
+	// first page seen twice.
+	var pages atomic.Int64
+	reg := newTestRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/tags/list") {
+				if n := pages.Add(1); n < 500 {
+					next := "a"
+					if r.URL.Query().Get("last") == "a" {
+						next = "b"
+					}
+					w.Header().Set("Link", fmt.Sprintf(`<%s?last=%s&n=1>; rel="next"`, r.URL.Path, next))
+				}
+				json.NewEncoder(w).Encode(map[string]any{"name": "app", "tags": []string{"v1"}})
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+	reg.write(t, reg.ref("app:v1"), pair.V1)
+	_, err := imo.New(imo.WithPlainHTTP()).Inventory(context.Background(), reg.Host, "app")
+	if n := pages.Load(); n > 3 || err == nil {
+		t.Errorf("Inventory() followed %d pages of a two-page loop and returned %v; want the loop refused", n, err)
+	}
+}
+
+func TestInventoryRedirectElsewhere(t *testing.T) {
+	var hit atomic.Bool
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hit.Store(true)
+		json.NewEncoder(w).Encode(map[string]any{"tags": []string{}})
+	}))
+	defer other.Close()
+	reg := newTestRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/tags/list") {
+				http.Redirect(w, r, other.URL+"/internal/secret", http.StatusFound)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+	reg.write(t, reg.ref("app:v1"), pair.V1)
+	if _, err := imo.New(imo.WithPlainHTTP()).Inventory(context.Background(), reg.Host, "app"); err == nil || hit.Load() {
+		t.Errorf("Inventory() = %v, followed a redirect to another host: %v", err, hit.Load())
+	}
+}
+
+func TestReadInventoryRepositoryNames(t *testing.T) {
+	src := newTestRegistry(t, nil)
+	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+	src.write(t, src.ref("team/app:v1"), pair.V1)
+	inv, err := imo.New(imo.WithPlainHTTP()).Inventory(context.Background(), src.Host, "team/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv.Repositories[0].Name = "Team/App"
+	for k := range inv.Blobs {
+		inv.Blobs[k].Repositories = []string{"Team/App"}
+	}
+	var b bytes.Buffer
+	if err := inv.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := imo.ReadInventory(&b); !errors.Is(err, imo.ErrInvalidInventory) {
+		t.Errorf("ReadInventory(repository %q) = %v, want ErrInvalidInventory", "Team/App", err)
+	}
+}
+
+func TestDistributionInventoryTaglessRepository(t *testing.T) {
+	// An interrupted push leaves a repository with blobs and no tag, which
+	// the catalog lists: it is inventoried empty.
+	d := realRegistry(t, sandbox.DistributionOptions{})
+	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+	writeTo(t, d.Host+"/mirror/app:v1", pair.V1)
+	l, err := random.Layer(1024, types.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := name.NewRepository(d.Host + "/mirror/new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteLayer(repo, l); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := imo.New(imo.WithPlainHTTP()).Inventory(context.Background(), d.Host+"/mirror")
+	if err != nil {
+		t.Fatalf("Inventory(catalog) = %v", err)
+	}
+	if len(inv.Repositories) != 2 || inv.Repositories[1].Name != "mirror/new" || len(inv.Repositories[1].Tags) != 0 {
+		t.Errorf("Inventory().Repositories = %+v, want mirror/app and mirror/new without tags", inv.Repositories)
 	}
 }

@@ -321,7 +321,7 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool) (*
 	// inventory), push may mount it from when the destination lacks it.
 	for k, b := range pp.plan.Blobs {
 		if ib := held[b.Digest]; ib != nil && !b.Included {
-			pp.plan.Blobs[k].HeldBy = ib.Repositories[:min(len(ib.Repositories), heldByKept)]
+			pp.plan.Blobs[k].HeldBy = ib.Repositories[:min(len(ib.Repositories), maxHeldBy)]
 		}
 	}
 	pp.plan.Bundle = bundle

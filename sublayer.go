@@ -336,13 +336,6 @@ func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descript
 	if !ok {
 		return "", 0, r.a.invalid("no delta for %s", desc.Digest)
 	}
-	hdr, err := sublayer.ReadHeader(io.NewSectionReader(delta, 0, delta.Size()))
-	if err != nil {
-		return "", 0, r.a.invalid("the delta of %s: %v", desc.Digest, err)
-	}
-	if !recipeFits(hdr.Recipe.Encoder, desc.MediaType) || hdr.Size != desc.Size {
-		return "", 0, r.a.invalid("the delta of %s makes a %d-byte %s blob, but the layer is a %d-byte %s", desc.Digest, hdr.Size, hdr.Recipe.Encoder, desc.Size, desc.MediaType)
-	}
 	out, err := os.CreateTemp(r.dir, "rebuilt-")
 	if err != nil {
 		return "", 0, fmt.Errorf("rebuilding %s: %w", desc.Digest, err)
@@ -355,8 +348,8 @@ func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descript
 	}
 	if err != nil {
 		os.Remove(out.Name())
-		if errors.Is(err, sublayer.ErrDigestMismatch) {
-			return "", 0, &DigestMismatchError{Source: "the sub-layer delta in " + r.a.name, Want: desc.Digest, WantSize: desc.Size}
+		if errors.Is(err, sublayer.ErrDigestMismatch) || errors.Is(err, errTooLong) {
+			return "", 0, fmt.Errorf("%w: rebuilding %s from the sub-layer delta in %s: %v", ErrDigestMismatch, desc.Digest, r.a.name, err)
 		}
 		return "", 0, fmt.Errorf("rebuilding %s from its sub-layer delta: %w", desc.Digest, err)
 	}
@@ -392,9 +385,11 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// checkDeltas checks, before anything is sent, that this build reproduces
-// the recipe of every delta in the archive.
-func (a *archiveFile) checkDeltas() error {
+// checkDeltas checks, before anything is sent, that every delta in the
+// archive rebuilds a layer of its images (layers lists them), of that
+// layer's size, with a recipe that makes its media type and that this
+// build reproduces.
+func (a *archiveFile) checkDeltas(layers map[v1.Hash]v1.Descriptor) error {
 	for h := range a.deltas {
 		s, ok := a.section(deltaName(h))
 		if !ok {
@@ -404,8 +399,14 @@ func (a *archiveFile) checkDeltas() error {
 		if err != nil {
 			return a.invalid("the delta of %s: %v", h, err)
 		}
-		if hdr.Digest != h {
+		desc, ok := layers[h]
+		switch {
+		case hdr.Digest != h:
 			return a.invalid("the delta in %s rebuilds %s", deltaName(h), hdr.Digest)
+		case !ok:
+			return a.invalid("%s holds a delta of %s, which no image of the archive uses", deltaName(h), h)
+		case hdr.Size != desc.Size || !recipeFits(hdr.Recipe.Encoder, desc.MediaType):
+			return a.invalid("the delta of %s makes a %d-byte %s blob, but the layer is a %d-byte %s", h, hdr.Size, hdr.Recipe.Encoder, desc.Size, desc.MediaType)
 		}
 		if err := sublayer.CheckRecipe(&hdr.Recipe); err != nil {
 			return fmt.Errorf("%w: layer %s of %s needs %s: %v", ErrEncoderMismatch, h, a.name, hdr.Recipe.String(), err)

@@ -63,7 +63,7 @@ func (t target) ref(source string) (name.Reference, error) {
 
 // within reports whether repo lies under the target's prefix.
 func (t target) within(repo string) bool {
-	return t.prefix == "" || strings.HasPrefix(repo, t.prefix+"/")
+	return t.prefix == "" || repo == t.prefix || strings.HasPrefix(repo, t.prefix+"/")
 }
 
 // parseSource parses the reference an archive names an image by.

@@ -130,7 +130,13 @@ func (i *Incremental) openJob(ctx context.Context, archive, dst, action string) 
 		file.Close()
 		return nil, err
 	}
-	if err := a.checkDeltas(); err != nil {
+	layers := map[v1.Hash]v1.Descriptor{}
+	for _, img := range j.images {
+		for _, b := range img.graph.blobs {
+			layers[b.desc.Digest] = b.desc
+		}
+	}
+	if err := a.checkDeltas(layers); err != nil {
 		file.Close()
 		return nil, err
 	}
@@ -442,9 +448,11 @@ func (i *Incremental) mountSources(dst name.Repository, j *pushJob, h v1.Hash) [
 	if j.target == nil {
 		return out
 	}
+	tried := 0
 	for _, r := range j.archive.heldBy[h] {
-		if from := dst.Registry.Repo(r); from != dst && j.target.within(r) && !slices.Contains(out, from) {
+		if from := dst.Registry.Repo(r); from != dst && j.target.within(r) && !slices.Contains(out, from) && tried < heldByTried {
 			out = append(out, from)
+			tried++
 		}
 	}
 	return out

@@ -418,7 +418,7 @@ func applyBody(ctx context.Context, base *Base, h *Header, delta io.Reader, w io
 	defer zr.Close()
 	d := &decoder{ctx: ctx, base: base, r: bufio.NewReaderSize(zr, 64<<10)}
 	tar := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(w, tar)}
+	cw := &countWriter{w: &capWriter{w: io.MultiWriter(w, tar), left: h.TarSize}}
 	if err := d.run(cw); err != nil {
 		return err
 	}
@@ -438,6 +438,21 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// capWriter fails once more than left bytes come, so that a delta cannot
+// expand past the tar size its header declares.
+type capWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > c.left {
+		return 0, fmt.Errorf("%w: the tar grows past the size the header declares", ErrDigestMismatch)
+	}
+	c.left -= int64(len(p))
+	return c.w.Write(p)
 }
 
 type decoder struct {
