@@ -170,6 +170,8 @@ func TestExitCodes(t *testing.T) {
 		{"--version", []string{"--version"}, 0},
 		{"unknown flag", []string{"pull", "--bogus", "a", "b"}, exitUsage},
 		{"missing argument", []string{"pull", "a"}, exitUsage},
+		{"bad --sublayer", []string{"pull", "--sublayer", "maybe", "a:1", "b:1"}, exitUsage},
+		{"--from with references", []string{"pull", "--from", "x.txt", "a:1", "b:1"}, exitUsage},
 		{"bad progress", []string{"pull", "--progress", "loud", "a", "b"}, exitUsage},
 		{"bad scheme", []string{"pull", "--scheme", "ftp", "a", "b"}, exitUsage},
 		{"bad platform", []string{"pull", "--platform", "linux", "a", "b"}, exitUsage},
