@@ -180,7 +180,7 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 		return err
 	}
 	var images, artifacts []*destImage
-	var artifactIndex []int // each artifact's position in index.json
+	subjects := map[*destImage]v1.Hash{} // what each artifact refers to
 	for n, g := range gs {
 		img := &destImage{name: a.imageName(n), graph: g}
 		if subject := a.subject(n); subject != (v1.Hash{}) {
@@ -193,7 +193,7 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 				return a.invalid("%s refers to %s, which no image before it in %s holds", img.name, subject, IndexFile)
 			}
 			artifacts = append(artifacts, img)
-			artifactIndex = append(artifactIndex, n)
+			subjects[img] = subject
 			continue
 		}
 		images = append(images, img)
@@ -225,12 +225,12 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 			}
 		}
 	}
-	for n, art := range artifacts {
+	for _, art := range artifacts {
 		src, err := parseSource(art.name)
 		if err != nil {
 			return fmt.Errorf("artifact %s of %s: %w", art.name, a.name, err)
 		}
-		if err := checkArtifact(src, art.graph.top(), a.subject(artifactIndex[n])); err != nil {
+		if err := checkArtifact(src, art.graph.top(), subjects[art]); err != nil {
 			return a.invalid("artifact %s: %v", art.name, err)
 		}
 		art.ref = at(art.subject.ref.Context(), src)
