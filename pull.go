@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/imokit/imo/internal/outfile"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -779,12 +779,17 @@ func (pp *pullPlan) dockerManifest() []dockerLoadEntry {
 // straight into its place: the bytes written equal the archive's size and
 // memory does not grow with the image.
 //
-// The file appears complete or not at all: imo writes a temporary file
-// beside it and renames it over path; on any failure, ctx cancelled
-// included, it removes the temporary file and leaves path as it was. Like
-// docker save and skopeo, imo does not fsync: the rename is atomic against
-// the process failing, and durability against power loss is left to the
-// file system. A new file gets mode 0644; a replaced one keeps its mode.
+// A regular file (or a path that does not exist yet) appears complete or
+// not at all: imo writes a temporary file beside it and renames it over
+// path; on any failure, ctx cancelled included, it removes the temporary
+// file and leaves path as it was. A symbolic link is followed and its
+// target replaced that way; the link stays. A FIFO or a character device
+// is written straight to, in order, as [Incremental.Pull] streams it, and
+// never replaced. A directory, a block device or a socket is refused before
+// anything is fetched. Like docker save and skopeo, imo does not fsync: the
+// rename is atomic against the process failing, and durability against
+// power loss is left to the file system. A new file gets mode 0644; a
+// replaced one keeps its mode.
 func (i *Incremental) PullToFile(ctx context.Context, base, final, path string) (*Plan, error) {
 	return i.pullToFile(ctx, []Pair{{Base: base, Final: final}}, path, false)
 }
@@ -800,38 +805,26 @@ func (i *Incremental) pullToFile(ctx context.Context, pairs []Pair, path string,
 		return nil, i.err
 	}
 	defer i.pull.closeIdle()
+	out, err := outfile.Open(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Abort()
 	pp, err := i.resolve(ctx, pairs, bundle)
 	if err != nil {
 		return nil, err
 	}
 	defer pp.close()
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".imo-*")
-	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", path, err)
+	if out.Direct() {
+		err = pp.write(ctx, out, i.opts.jobs, i.opts.reporter)
+	} else {
+		err = pp.writeAt(ctx, out, i.opts.jobs, i.opts.reporter)
 	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := pp.writeAt(ctx, tmp, i.opts.jobs, i.opts.reporter); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
+	if err := out.Commit(); err != nil {
+		return nil, err
 	}
-	if err := tmp.Chmod(mode); err != nil {
-		return nil, fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return nil, fmt.Errorf("writing %s: %w", path, err)
-	}
-	done = true
 	return pp.plan, nil
 }

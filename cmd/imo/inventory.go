@@ -1,12 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/internal/outfile"
 	"github.com/spf13/cobra"
 )
 
@@ -32,6 +32,11 @@ goes to standard error (not with --quiet). Uses the destination's flags (--dest-
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "-" {
+				if err := outfile.Check(output); err != nil {
+					return usageError{fmt.Errorf("-o: %w", err)}
+				}
+			}
 			inc, err := newIncremental(cmd, g, pushSide)
 			if err != nil {
 				return err
@@ -43,7 +48,7 @@ goes to standard error (not with --quiet). Uses the destination's flags (--dest-
 			if output == "-" {
 				err = inv.Write(cmd.OutOrStdout())
 			} else {
-				err = writeInventoryFile(inv, output)
+				err = writeInventoryFile(cmd.Context(), inv, output)
 			}
 			if err != nil {
 				return err
@@ -58,36 +63,18 @@ goes to standard error (not with --quiet). Uses the destination's flags (--dest-
 	return cmd
 }
 
-// writeInventoryFile writes inv to path, complete or not at all: into a
-// temporary file beside it, renamed over path.
-func writeInventoryFile(inv *imo.Inventory, path string) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".imo-*")
+// writeInventoryFile writes inv to path as the outfile package does:
+// a regular file complete or not at all, a FIFO or device straight.
+func writeInventoryFile(ctx context.Context, inv *imo.Inventory, path string) error {
+	out, err := outfile.Open(ctx, path)
 	if err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := inv.Write(tmp); err != nil {
+	defer out.Abort()
+	if err := inv.Write(out); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return out.Commit()
 }
 
 // printInventorySummary writes one line about inv to w.

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/internal/outfile"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -20,7 +21,10 @@ func newPullCmd(g *globalFlags) *cobra.Command {
 		Short: "Write the archive of everything FINAL needs that BASE lacks",
 		Long: `Write the archive of everything FINAL needs that BASE lacks: every manifest and
 config of FINAL, and each layer no platform of BASE has. BASE may be "scratch"
-for the whole image. The output file appears complete or not at all.
+for the whole image. A regular output file appears complete or not at all (a
+temporary file beside it is renamed over it); a symbolic link's target is
+replaced that way and the link kept; a FIFO or character device is written
+straight to, in order; a directory is refused.
 
 With --from FILE, write one archive (a bundle) of many images: FILE lists
 "BASE FINAL" pairs, one per line, with # comments, or a JSON array of
@@ -50,6 +54,11 @@ at the destination, digest for digest.`,
 			return exactArgs(2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "-" && !dryRun {
+				if err := outfile.Check(output); err != nil {
+					return usageError{fmt.Errorf("-o: %w", err)}
+				}
+			}
 			pairs, err := readPairs(cmd, from, args)
 			if err != nil {
 				return err
