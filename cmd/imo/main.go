@@ -5,15 +5,18 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	ctx, stop := signalContext(os.Stderr)
+	stdin, restoreIn := interruptible(ctx, os.Stdin)
+	stdout, restoreOut := interruptible(ctx, os.Stdout)
+	code := run(ctx, os.Args[1:], stdin, stdout, os.Stderr)
+	restoreOut()
+	restoreIn()
 	stop()
 	os.Exit(code)
 }
@@ -28,6 +31,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
+	}
+	if intr, ok := stoppedBy(ctx); ok {
+		fmt.Fprintf(stderr, "imo: stopped: %v\n", intr)
+		return intr.exitCode()
 	}
 	return report(stderr, cmd, err)
 }

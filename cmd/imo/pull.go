@@ -9,7 +9,6 @@ import (
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/outfile"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 )
 
 func newPullCmd(g *globalFlags) *cobra.Command {
@@ -99,7 +98,7 @@ at the destination, digest for digest.`,
 				return printPlan(cmd.OutOrStdout(), plan, -1)
 			}
 			if output == "-" {
-				if f, ok := cmd.OutOrStdout().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				if isTerminal(cmd.OutOrStdout()) {
 					return usagef("refusing to write an archive to a terminal: redirect standard output or use -o FILE")
 				}
 				return pullTo(cmd, inc, pairs, bundle, cmd.OutOrStdout())

@@ -30,6 +30,9 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
 			if args[0] == "-" && g.passwordStdin {
 				return usagef("--password-stdin cannot be used when the archive comes from standard input")
 			}
+			if args[0] == "-" && isTerminal(cmd.InOrStdin()) {
+				return usagef("refusing to read an archive from a terminal: pipe one in, or name the archive file")
+			}
 			inc, err := newIncremental(cmd, g, pushSide)
 			if err != nil {
 				return err

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the tests run this test binary as the imo command, in a
+// child process they can send signals to.
+func TestMain(m *testing.M) {
+	if os.Getenv("IMO_TEST_RUN_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// child is a running imo process and what it printed on stderr.
+type child struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+// startImo starts imo with args in a child process; stdin and stdout are
+// the child's, when not nil.
+func startImo(t *testing.T, stdin io.Reader, stdout io.Writer, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "IMO_TEST_RUN_MAIN=1")
+	cmd.Stdin, cmd.Stdout = stdin, stdout
+	c := &child{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-c.done
+	})
+	return c
+}
+
+// stop sends sig and waits for the child to exit; it fails the test if the
+// child is still running after ten seconds.
+func (c *child) stop(t *testing.T, sig syscall.Signal) int {
+	t.Helper()
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.done:
+		c.done <- err // for Cleanup
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode()
+		}
+		return 0
+	case <-time.After(10 * time.Second):
+		t.Fatalf("imo still runs 10s after %v; stderr:\n%s", sig, c.stderr)
+	}
+	return -1
+}
+
+// waitFor polls until ok or fails the test after ten seconds.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for start := time.Now(); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("waited 10s for %s", what)
+		}
+	}
+}
+
+// TestSignalsStopBlockedIO sends SIGINT and SIGTERM to imo while it is
+// blocked on a pipe or a FIFO, and checks that it stops at once, cleans up
+// and exits with the shell's status for the signal.
+func TestSignalsStopBlockedIO(t *testing.T) {
+	src, site, _ := registries(t, nil, nil)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		want := 128 + int(sig)
+		t.Run("push - "+signalName(sig), func(t *testing.T) {
+			// (head -c 1000000 big.tar; sleep) | imo push -
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pw.Close()
+			spool := t.TempDir()
+			c := startImo(t, pr, nil, "push", "--plain-http", "-q", "--temp-dir", spool, "-", site.Ref("x:v1"))
+			pr.Close()
+			go pw.Write(make([]byte, 1_000_000))
+			waitFor(t, "the spool to fill", func() bool {
+				entries, _ := os.ReadDir(spool)
+				if len(entries) != 1 {
+					return false
+				}
+				fi, err := entries[0].Info()
+				return err == nil && fi.Size() == 1_000_000
+			})
+			site.ResetCounts()
+			if code := c.stop(t, sig); code != want || !strings.Contains(c.stderr.String(), "stopped: interrupted by "+signalName(sig)) {
+				t.Errorf("imo push - stopped by %v: exit %d, want %d; stderr:\n%s", sig, code, want, c.stderr)
+			}
+			if strings.Contains(c.stderr.String(), "not stopped after") {
+				t.Errorf("imo needed its last-resort exit:\n%s", c.stderr)
+			}
+			if entries, _ := os.ReadDir(spool); len(entries) != 0 {
+				t.Errorf("imo left its spool file behind")
+			}
+			if n := requests(site); n != 0 {
+				t.Errorf("an interrupted push sent %d requests", n)
+			}
+		})
+
+		t.Run("pull -o - "+signalName(sig), func(t *testing.T) {
+			// imo pull -o - | sleep: a reader that never reads.
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pr.Close()
+			if _, err := fcntl(pw, syscall.F_SETPIPE_SZ, 4096); err != nil {
+				t.Fatal(err)
+			}
+			src.ResetCounts()
+			c := startImo(t, nil, pw, "pull", "--plain-http", "-q", "scratch", src.Ref("app:v2"), "-o", "-")
+			pw.Close()
+			waitFor(t, "imo to resolve the image", func() bool { return src.Count("GET", "/manifests/") > 0 })
+			time.Sleep(300 * time.Millisecond) // the archive's first 4 KiB fill the pipe
+			if code := c.stop(t, sig); code != want || !strings.Contains(c.stderr.String(), "stopped: interrupted by "+signalName(sig)) {
+				t.Errorf("imo pull -o - stopped by %v: exit %d, want %d; stderr:\n%s", sig, code, want, c.stderr)
+			}
+			if strings.Contains(c.stderr.String(), "not stopped after") {
+				t.Errorf("imo needed its last-resort exit:\n%s", c.stderr)
+			}
+		})
+	}
+
+	t.Run("pull -o FIFO", func(t *testing.T) {
+		fifo := filepath.Join(t.TempDir(), "fifo")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := startImo(t, nil, nil, "pull", "--plain-http", "-q", "scratch", src.Ref("app:v2"), "-o", fifo)
+		time.Sleep(300 * time.Millisecond) // waiting for a reader that never comes
+		if code := c.stop(t, syscall.SIGINT); code != 130 {
+			t.Errorf("imo pull -o FIFO stopped by SIGINT: exit %d, want 130; stderr:\n%s", code, c.stderr)
+		}
+	})
+}
+
+// fcntl sets a descriptor's option.
+func fcntl(f *os.File, cmd, arg int) (int, error) {
+	r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), uintptr(cmd), uintptr(arg))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
