@@ -59,7 +59,7 @@ func defaultOptions() options {
 		keychain: authn.DefaultKeychain,
 		tempDir:  os.TempDir(),
 		jobs:     defaultJobs,
-		retry:    retryPolicy{retries: 4, initial: 250 * time.Millisecond, stall: time.Minute},
+		retry:    retryPolicy{retries: 4, initial: 250 * time.Millisecond, stall: 30 * time.Second},
 	}
 }
 
@@ -279,9 +279,14 @@ func WithRetries(retries int, initial time.Duration) Option {
 	return func(o *options) { o.retry.retries, o.retry.initial = retries, initial }
 }
 
-// WithStallTimeout drops a blob download that receives no byte for d and
-// resumes it, as a retry. Zero waits for ever (until the context ends). The
-// default is one minute.
+// WithStallTimeout bounds every wait for a registry's answer: a request
+// that gets no response for d (the first contact, a token, a manifest, a
+// blob check, an upload's answer), or a body that sends or receives no
+// byte for d, is dropped and retried as a transient failure; a blob
+// download resumes where it stopped. With the default retries a registry
+// that accepts connections and never answers fails a request after about
+// five times d plus the retry waits. Zero waits for ever (until the
+// context ends). The default is 30 seconds.
 func WithStallTimeout(d time.Duration) Option {
 	return func(o *options) { o.retry.stall = d }
 }

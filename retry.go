@@ -37,11 +37,13 @@ type retryPolicy struct {
 	stall   time.Duration // a blob download with no byte for this long is dropped and resumed
 }
 
-// wrap retries transient failures of single requests: network errors and
-// the answers in retryStatusCodes. A request whose body cannot be replayed
-// (no GetBody) is sent once.
+// wrap retries transient failures of single requests: network errors, the
+// answers in retryStatusCodes, and requests the registry leaves unanswered
+// for the stall timeout (each try is timed on its own). A request whose
+// body cannot be replayed (no GetBody) is sent once. A failure that the
+// retries did not cure is marked so that no caller above retries it again.
 func (p retryPolicy) wrap(rt http.RoundTripper) http.RoundTripper {
-	return &retryTransport{next: rt, policy: p}
+	return &retryTransport{next: &stallTransport{next: rt, timeout: p.stall}, policy: p}
 }
 
 type retryTransport struct {
@@ -79,7 +81,13 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.Body = body
 		}
 		resp, err := t.next.RoundTrip(req)
-		if n >= retries || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return resp, err
+		}
+		if n >= retries {
+			if err != nil && retries > 0 && transient(err) {
+				err = &retriedError{err: err, retries: n}
+			}
 			return resp, err
 		}
 		switch {
@@ -144,11 +152,29 @@ func (p retryPolicy) wait(ctx context.Context, n int) error {
 	}
 }
 
+// retriedError is a transient failure that the transport retried until
+// its retries ran out.
+type retriedError struct {
+	err     error
+	retries int
+}
+
+func (e *retriedError) Error() string {
+	return fmt.Sprintf("%v (after %d retries)", e.err, e.retries)
+}
+
+func (e *retriedError) Unwrap() error { return e.err }
+
 // transient reports whether err is a network failure worth retrying:
 // a reset, refused or dropped connection, a body cut short, a timeout of
-// the network (not of the caller's context). Digest mismatches, auth
-// failures and missing content are permanent.
+// the network (not of the caller's context), a registry silent for the
+// stall timeout. Digest mismatches, auth failures, missing content and
+// failures already retried to the end are permanent.
 func transient(err error) bool {
+	var retried *retriedError
+	if errors.As(err, &retried) {
+		return false
+	}
 	if errors.Is(err, errStalled) {
 		return true
 	}
@@ -167,10 +193,11 @@ func transient(err error) bool {
 }
 
 // resumingBody reads a blob and, when the connection fails part-way or
-// stalls (no byte for the policy's stall timeout while imo waits for one),
-// fetches the rest: with a Range request where the registry supports it,
-// otherwise by fetching the blob again and skipping what was read. The
-// resume budget is per stretch without progress: bytes arriving refill it.
+// stalls (the transport ends a request that receives no byte for the stall
+// timeout), fetches the rest: with a Range request where the registry
+// supports it, otherwise by fetching the blob again and skipping what was
+// read. The resume budget is per stretch without progress: bytes arriving
+// refill it.
 type resumingBody struct {
 	ctx     context.Context
 	c       *repoClient
@@ -178,10 +205,6 @@ type resumingBody struct {
 	body    io.ReadCloser
 	off     int64 // bytes delivered so far
 	retries int   // resumes since bytes last arrived
-
-	cancel   context.CancelFunc // ends the current request
-	stall    *time.Timer
-	timedOut *atomic.Bool // the stall timer ended the current request
 }
 
 // openResumingBody starts downloading desc.
@@ -193,75 +216,23 @@ func openResumingBody(ctx context.Context, c *repoClient, desc v1.Descriptor) (*
 	return r, nil
 }
 
-// open starts a request for the rest of the blob, watched for stalls.
+// open starts a request for the rest of the blob.
 func (r *resumingBody) open() error {
-	attempt, cancel := context.WithCancel(r.ctx)
-	timedOut := new(atomic.Bool)
-	r.cancel, r.timedOut = cancel, timedOut
-	if r.c.retry.stall > 0 {
-		r.stall = time.AfterFunc(r.c.retry.stall, func() {
-			timedOut.Store(true)
-			cancel()
-		})
-	}
-	body, skip, err := r.c.openBlob(attempt, r.desc.Digest, r.off, r.desc.Size)
+	body, skip, err := r.c.openBlob(r.ctx, r.desc.Digest, r.off, r.desc.Size)
 	if err != nil {
-		r.release()
-		return r.stalled(err)
+		return err
 	}
-	r.unwatch()
-	for buf := make([]byte, 32<<10); skip > 0; {
-		r.watch()
-		n, err := body.Read(buf[:min(int64(len(buf)), skip)])
-		r.unwatch()
-		skip -= int64(n)
-		if err != nil && skip > 0 {
-			body.Close()
-			r.release()
-			return r.stalled(fmt.Errorf("fetching blob %s from %s: skipping bytes already read: %w", r.desc.Digest, r.c.repo, err))
-		}
+	if _, err := io.CopyN(io.Discard, body, skip); err != nil {
+		body.Close()
+		return fmt.Errorf("fetching blob %s from %s: skipping bytes already read: %w", r.desc.Digest, r.c.repo, err)
 	}
 	r.body = body
 	return nil
 }
 
-// watch starts timing a wait for bytes; unwatch stops it, so that time
-// the reader spends elsewhere never counts as a stall.
-func (r *resumingBody) watch() {
-	if r.stall != nil {
-		r.stall.Reset(r.c.retry.stall)
-	}
-}
-
-func (r *resumingBody) unwatch() {
-	if r.stall != nil {
-		r.stall.Stop()
-	}
-}
-
-// release stops watching the current request and ends it.
-func (r *resumingBody) release() {
-	r.unwatch()
-	r.cancel()
-}
-
-// stalled names a request the stall timeout cancelled; such a failure is
-// transient.
-func (r *resumingBody) stalled(err error) error {
-	if r.ctx.Err() == nil && r.timedOut.Load() {
-		return fmt.Errorf("fetching blob %s from %s: no byte for %s: %w", r.desc.Digest, r.c.repo, r.c.retry.stall, errStalled)
-	}
-	return err
-}
-
-// errStalled marks a transfer dropped for stalling.
-var errStalled = errors.New("transfer stalled")
-
 func (r *resumingBody) Read(p []byte) (int, error) {
 	for {
-		r.watch()
 		n, err := r.body.Read(p)
-		r.unwatch()
 		r.off += int64(n)
 		if n > 0 {
 			r.retries = 0
@@ -278,11 +249,7 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 			}
 			return n, nil // deliver what arrived; the failure comes back on the next Read
 		}
-		if r.ctx.Err() != nil {
-			return 0, err
-		}
-		err = r.stalled(err)
-		if !transient(err) || r.retries >= r.c.retry.retries {
+		if r.ctx.Err() != nil || !transient(err) || r.retries >= r.c.retry.retries {
 			return 0, fmt.Errorf("fetching blob %s from %s, at byte %d of %d, after %d retries: %w", r.desc.Digest, r.c.repo, r.off, r.desc.Size, r.retries, err)
 		}
 		r.retries++
@@ -290,7 +257,6 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 			return 0, werr
 		}
 		r.body.Close()
-		r.release()
 		if oerr := r.open(); oerr != nil {
 			r.body = io.NopCloser(errReader{fmt.Errorf("resuming blob %s at byte %d: %w", r.desc.Digest, r.off, oerr)})
 			if !transient(oerr) {
@@ -301,12 +267,99 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 }
 
 // Close ends the download.
-func (r *resumingBody) Close() error {
-	err := r.body.Close()
-	r.release()
-	return err
-}
+func (r *resumingBody) Close() error { return r.body.Close() }
 
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// errStalled marks a request that the registry left without an answer, or
+// a body that sent nothing, for the stall timeout.
+var errStalled = errors.New("transfer stalled")
+
+// stallTransport ends a request when the registry is silent for timeout:
+// while imo waits for the response's headers, and while it waits for the
+// next byte of either body. Time spent elsewhere (the caller busy between
+// two reads) does not count. Zero waits for ever.
+type stallTransport struct {
+	next    http.RoundTripper
+	timeout time.Duration
+}
+
+// RoundTrip implements [http.RoundTripper].
+func (t *stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.timeout <= 0 {
+		return t.next.RoundTrip(req)
+	}
+	ctx, cancel := context.WithCancelCause(req.Context())
+	w := &stallWatch{ctx: ctx, timeout: t.timeout,
+		err: fmt.Errorf("%s sent nothing for %s: %w", req.URL.Host, t.timeout, errStalled)}
+	w.timer = time.AfterFunc(t.timeout, func() { cancel(w.err) })
+	out := req.WithContext(ctx)
+	if req.Body != nil && req.Body != http.NoBody {
+		out.Body = &sentBody{ReadCloser: req.Body, w: w}
+	}
+	resp, err := t.next.RoundTrip(out)
+	w.answered.Store(true)
+	w.timer.Stop()
+	if err != nil {
+		cancel(nil)
+		return nil, w.stalled(err)
+	}
+	resp.Body = &watchedBody{ReadCloser: resp.Body, w: w, done: func() { cancel(nil) }}
+	return resp, nil
+}
+
+// stallWatch times one request's silences.
+type stallWatch struct {
+	ctx      context.Context
+	timeout  time.Duration
+	timer    *time.Timer
+	err      error
+	answered atomic.Bool // the response's headers arrived
+}
+
+// stalled returns the stall error in place of err when the watch ended
+// the request.
+func (w *stallWatch) stalled(err error) error {
+	if err != nil && errors.Is(context.Cause(w.ctx), errStalled) {
+		return fmt.Errorf("%w (%v)", w.err, err)
+	}
+	return err
+}
+
+// sentBody restarts a request's stall timer each time the transport takes
+// more of the body to send: the time to send one piece, and after the last
+// the wait for an answer, are each bounded.
+type sentBody struct {
+	io.ReadCloser
+	w *stallWatch
+}
+
+func (b *sentBody) Read(p []byte) (int, error) {
+	if !b.w.answered.Load() {
+		b.w.timer.Reset(b.w.timeout)
+	}
+	return b.ReadCloser.Read(p)
+}
+
+// watchedBody times each read of a response's body.
+type watchedBody struct {
+	io.ReadCloser
+	w    *stallWatch
+	done func() // ends the request
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.w.timer.Reset(b.w.timeout)
+	n, err := b.ReadCloser.Read(p)
+	b.w.timer.Stop()
+	return n, b.w.stalled(err)
+}
+
+func (b *watchedBody) Close() error {
+	b.w.timer.Stop()
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
+}

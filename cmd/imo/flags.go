@@ -76,7 +76,7 @@ func (g *globalFlags) register(fs *pflag.FlagSet) {
 	fs.IntVarP(&g.jobs, "jobs", "j", 4, "requests made at once where order does not matter")
 	fs.IntVar(&g.retries, "retries", 4, "retries of a transient failure, per request and per blob (0: none)")
 	fs.DurationVar(&g.retryWait, "retry-wait", 250*time.Millisecond, "wait before the first retry; each next one waits three times longer")
-	fs.DurationVar(&g.stall, "stall-timeout", time.Minute, "drop and resume a blob download that receives no byte for this long (0: wait for ever)")
+	fs.DurationVar(&g.stall, "stall-timeout", 30*time.Second, "give up on a registry request that gets no answer, or no byte of a body, for this long, and retry it (0: wait for ever)")
 
 	fs.StringVar(&g.progress, "progress", "auto", "auto (bars on a terminal, plain lines otherwise), bars, plain, json or none; on stderr")
 	fs.BoolVarP(&g.quiet, "quiet", "q", false, "no progress (same as --progress none)")
