@@ -254,9 +254,9 @@ func TestBundleDestinations(t *testing.T) {
 		name, archive, dst string
 		want               error
 	}{
-		{"bundle to a reference", bundle, dst.ref("team/web:v2"), imo.ErrInvalidTarget},
-		{"bundle to a prefix that is no path", bundle, dst.Host + "/Mirror", imo.ErrInvalidTarget},
-		{"bundle to no registry", bundle, "/mirror", imo.ErrInvalidTarget},
+		{"bundle to a reference", bundle, dst.ref("team/web:v2"), imo.ErrInvalidReference},
+		{"bundle to a prefix that is no path", bundle, dst.Host + "/Mirror", imo.ErrInvalidReference},
+		{"bundle to no registry", bundle, "/mirror", imo.ErrInvalidReference},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -49,10 +49,17 @@ var (
 	// JSON that does not parse, a final image listed twice.
 	ErrInvalidPairs = errors.New("invalid list of image pairs")
 
-	// ErrInvalidTarget means a push or vet destination is neither an image
-	// reference nor a registry with an optional repository prefix, or an
-	// archive's image has no repository name to push it under.
+	// ErrInvalidTarget means an archive's image cannot be placed under a
+	// target: it has no reference name, or one whose repository path imo
+	// cannot push to, or two images land at the same reference.
 	ErrInvalidTarget = errors.New("invalid destination")
+
+	// ErrInvalidReference means a reference the caller gave does not parse
+	// (the error says why: upper-case letters in a repository, a tag longer
+	// than 128 characters...), or a push or vet destination names no
+	// registry, or is neither an image reference nor a registry
+	// host[:port] with an optional /prefix.
+	ErrInvalidReference = errors.New("invalid reference")
 )
 
 // MissingBlob is one blob that an archive leaves out and the destination

@@ -37,15 +37,14 @@ func (i *Incremental) Manifest(ctx context.Context, ref string, kind ManifestKin
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
-	c, err := newRepoClient(ctx, r.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, i.opts.retry, []string{r.Context().Scope(transport.PullScope)})
+	c, err := newRepoClient(ctx, r.repo, i.pull, i.opts.finalAuth, i.opts.keychain, i.opts.retry, []string{r.repo.Scope(transport.PullScope)})
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
-	d, err := c.get(ctx, r)
+	top, err := c.resolve(ctx, r)
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
-	top := manifestNode{desc: v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, raw: d.Manifest}
 	switch {
 	case kind == ManifestList && !top.desc.MediaType.IsIndex():
 		return v1.Descriptor{}, nil, fmt.Errorf("%s is a single-platform image (%s): it has no image list manifest", ref, top.desc.MediaType)
@@ -54,7 +53,7 @@ func (i *Incremental) Manifest(ctx context.Context, ref string, kind ManifestKin
 		if len(i.opts.platforms) > 0 {
 			p = i.opts.platforms[0]
 		}
-		if top, err = selectPlatforms(ctx, c, r, top, []v1.Platform{p}); err != nil {
+		if top, err = selectPlatforms(ctx, c, r.fetch(), top, []v1.Platform{p}); err != nil {
 			return v1.Descriptor{}, nil, err
 		}
 	}

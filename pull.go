@@ -150,7 +150,8 @@ func (s *pullStream) Close() error {
 
 // pairRefs is a pair's parsed references; base is nil for scratch.
 type pairRefs struct {
-	base, final name.Reference
+	base  *imageRef
+	final imageRef
 }
 
 // parsePairs parses every reference of pairs before anything is fetched.
@@ -177,9 +178,11 @@ func (i *Incremental) parsePairs(pairs []Pair) ([]pairRefs, error) {
 		}
 		seen[refs[n].final.String()] = true
 		if p.Base != Scratch {
-			if refs[n].base, err = i.parseRef(p.Base, i.opts.plainPull); err != nil {
+			base, err := i.parseRef(p.Base, i.opts.plainPull)
+			if err != nil {
 				return nil, fmt.Errorf("base image%s: %w", where, err)
 			}
+			refs[n].base = &base
 		}
 	}
 	return refs, nil
@@ -199,12 +202,12 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool) (*
 	eg.SetLimit(i.opts.jobs)
 	for n, r := range refs {
 		eg.Go(func() error {
-			c, err := newRepoClient(ectx, r.final.Context(), i.pull, i.opts.finalAuth, i.opts.keychain, i.opts.retry, []string{r.final.Context().Scope(transport.PullScope)})
+			c, err := newRepoClient(ectx, r.final.repo, i.pull, i.opts.finalAuth, i.opts.keychain, i.opts.retry, []string{r.final.repo.Scope(transport.PullScope)})
 			if err != nil {
 				return err
 			}
-			g, err := i.resolveImage(ectx, c, r.final, i.opts.platforms)
-			pp.images[n] = pulledImage{ref: r.final, graph: g, client: c}
+			ref, g, err := i.resolveImage(ectx, c, r.final, i.opts.platforms)
+			pp.images[n] = pulledImage{ref: ref, graph: g, client: c}
 			return err
 		})
 		if r.base == nil {
@@ -220,13 +223,13 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool) (*
 			continue
 		}
 		eg.Go(func() error {
-			c, err := newRepoClient(ectx, r.base.Context(), i.pull, i.opts.baseAuth, i.opts.keychain, i.opts.retry, []string{r.base.Context().Scope(transport.PullScope)})
+			c, err := newRepoClient(ectx, r.base.repo, i.pull, i.opts.baseAuth, i.opts.keychain, i.opts.retry, []string{r.base.repo.Scope(transport.PullScope)})
 			if err != nil {
 				return err
 			}
-			g, err := i.resolveImage(ectx, c, r.base, nil)
+			ref, g, err := i.resolveImage(ectx, c, *r.base, nil)
 			mu.Lock()
-			bases[r.base.String()] = &pulledImage{ref: r.base, graph: g, client: c}
+			bases[r.base.String()] = &pulledImage{ref: ref, graph: g, client: c}
 			mu.Unlock()
 			return err
 		})
@@ -345,25 +348,30 @@ func inventoryName(inv *Inventory) string {
 	return inv.Registry + "/" + inv.Prefix
 }
 
-// resolveImage fetches the manifest tree of ref, keeping only the given
-// platforms when there are any.
-func (i *Incremental) resolveImage(ctx context.Context, c *repoClient, ref name.Reference, platforms []v1.Platform) (*imageGraph, error) {
-	d, err := c.get(ctx, ref)
+// resolveImage fetches the manifest tree of r, keeping only the given
+// platforms when there are any. ref is the image's reference: its tag
+// when r names one (checked to agree with a digest r names too), else its
+// digest.
+func (i *Incremental) resolveImage(ctx context.Context, c *repoClient, r imageRef, platforms []v1.Platform) (ref name.Reference, g *imageGraph, err error) {
+	top, err := c.resolve(ctx, r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	top := manifestNode{desc: v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, raw: d.Manifest}
-	i.opts.reporter.Report(Event{Kind: ImageResolved, Ref: ref.String(), Digest: top.desc.Digest, MediaType: top.desc.MediaType, Size: top.desc.Size})
+	ref = r.fetch()
+	if r.tag != "" {
+		ref = r.repo.Tag(r.tag)
+	}
+	i.opts.reporter.Report(Event{Kind: ImageResolved, Ref: r.String(), Digest: top.desc.Digest, MediaType: top.desc.MediaType, Size: top.desc.Size})
 	if len(platforms) > 0 {
 		if top, err = selectPlatforms(ctx, c, ref, top, platforms); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	g, err := walkImage(ctx, top, c.manifest, c.repo.String(), i.opts.jobs)
+	g, err = walkImage(ctx, top, c.manifest, c.repo.String(), i.opts.jobs)
 	if err != nil {
-		return nil, fmt.Errorf("reading manifests of %s: %w", ref, err)
+		return nil, nil, fmt.Errorf("reading manifests of %s: %w", r, err)
 	}
-	return g, nil
+	return ref, g, nil
 }
 
 // selectPlatforms narrows top to the manifests matching platforms: the

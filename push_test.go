@@ -162,7 +162,7 @@ func TestPushStream(t *testing.T) {
 	if err != nil {
 		t.Fatalf("PushStream() = %v", err)
 	}
-	if want := dst.ref("app@") + digest(t, pair.V2).String(); len(pushed) != 1 || pushed[0].Pushed().String() != want {
+	if want := dst.ref("app:v2@") + digest(t, pair.V2).String(); len(pushed) != 1 || pushed[0].Pushed().String() != want {
 		t.Errorf("PushStream() = %v, want %s", pushed, want)
 	}
 	if left, _ := os.ReadDir(spool); len(left) != 0 {

@@ -66,6 +66,31 @@ func (c *repoClient) get(ctx context.Context, ref name.Reference) (*remote.Descr
 	return d, nil
 }
 
+// resolve fetches the manifest r names. When r names both a tag and a
+// digest, the digest is fetched and the tag must point at it.
+func (c *repoClient) resolve(ctx context.Context, r imageRef) (manifestNode, error) {
+	d, err := c.get(ctx, r.fetch())
+	if err != nil {
+		return manifestNode{}, err
+	}
+	if r.tag != "" && r.digest != "" {
+		tag := r.repo.Tag(r.tag)
+		var td *v1.Descriptor
+		err := c.retry.do(ctx, func() error {
+			var err error
+			td, err = remote.Head(tag, c.options(ctx)...)
+			return err
+		})
+		if err != nil {
+			return manifestNode{}, fmt.Errorf("checking the tag of %s: %w", r, err)
+		}
+		if td.Digest.String() != r.digest {
+			return manifestNode{}, fmt.Errorf("%s: the tag %s points at %s, not at the digest the reference names", r, tag, td.Digest)
+		}
+	}
+	return manifestNode{desc: v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, raw: d.Manifest}, nil
+}
+
 // manifestMediaTypes are the manifests imo asks registries for.
 var manifestMediaTypes = strings.Join([]string{
 	string(types.OCIImageIndex), string(types.OCIManifestSchema1),

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // A push or vet destination is either an image reference, for an archive
@@ -18,9 +19,9 @@ import (
 var repoPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // isTarget reports whether dst names a target rather than an image: it
-// does when the archive holds several images, or when dst ends in "/".
-func isTarget(dst string, images int) bool {
-	return images > 1 || strings.HasSuffix(dst, "/")
+// ends in "/", or it is a registry host[:port] alone.
+func isTarget(dst string) bool {
+	return strings.HasSuffix(dst, "/") || isHost(dst)
 }
 
 // target is a registry and a repository prefix in it.
@@ -37,28 +38,28 @@ func (i *Incremental) parseTarget(s string) (target, error) {
 		opts = append(opts, name.Insecure)
 	}
 	reg, err := name.NewRegistry(host, append(opts, name.StrictValidation)...)
-	if err != nil || host == "" {
-		return target{}, fmt.Errorf("%w: %q: want a registry host[:port] with an optional /prefix", ErrInvalidTarget, s)
+	if err != nil || !isHost(host) {
+		return target{}, fmt.Errorf("%w: %q: want a registry host[:port] with an optional /prefix", ErrInvalidReference, s)
 	}
 	if prefix != "" && !repoPath.MatchString(prefix) {
-		return target{}, fmt.Errorf("%w: %q: prefix %q is not a repository path (lower-case letters, digits, separators)", ErrInvalidTarget, s, prefix)
+		return target{}, fmt.Errorf("%w: %q: prefix %q is not a repository path (lower-case letters, digits, separators)", ErrInvalidReference, s, prefix)
 	}
 	return target{registry: reg, prefix: prefix}, nil
 }
 
-// ref is where the image the archive names source lands under t: the
-// target's prefix, then source's repository path, with source's tag or
-// digest.
-func (t target) ref(source string) (name.Reference, error) {
+// ref is where the image the archive names source, whose top manifest is
+// top, lands under t: the target's prefix, then source's repository path,
+// with source's tag (its digest alone when it has none).
+func (t target) ref(source string, top v1.Hash) (name.Reference, error) {
 	src, err := parseSource(source)
 	if err != nil {
 		return nil, err
 	}
-	path := src.Context().RepositoryStr()
+	path := src.repo.RepositoryStr()
 	if !repoPath.MatchString(path) {
 		return nil, fmt.Errorf("%w: the archive names the image %q, whose repository path %q is not plain lower-case components", ErrInvalidTarget, source, path)
 	}
-	return at(t.registry.Repo(t.prefix, path), src), nil
+	return src.in(t.registry.Repo(t.prefix, path), top), nil
 }
 
 // within reports whether repo lies under the target's prefix.
@@ -66,22 +67,69 @@ func (t target) within(repo string) bool {
 	return t.prefix == "" || repo == t.prefix || strings.HasPrefix(repo, t.prefix+"/")
 }
 
-// parseSource parses the reference an archive names an image by.
-func parseSource(source string) (name.Reference, error) {
+// parseSource parses the reference an archive names an image by. A
+// reference with neither tag nor digest meant "latest" when it was pulled.
+func parseSource(source string) (imageRef, error) {
 	if source == "" {
-		return nil, fmt.Errorf("%w: the image has no reference name in the archive; push it to an explicit reference", ErrInvalidTarget)
+		return imageRef{}, fmt.Errorf("%w: the image has no reference name in the archive; push it to an explicit reference", ErrInvalidTarget)
 	}
-	src, err := name.ParseReference(source)
+	src, err := parseImageRef(source)
 	if err != nil {
-		return nil, fmt.Errorf("%w: the archive names the image %q, which is not a reference: %v", ErrInvalidTarget, source, err)
+		return imageRef{}, fmt.Errorf("%w: the archive names the image %q, which is not a reference: %v", ErrInvalidTarget, source, err)
+	}
+	if src.tag == "" && src.digest == "" {
+		src.tag = name.DefaultTag
 	}
 	return src, nil
 }
 
-// at is src's tag or digest in repo.
-func at(repo name.Repository, src name.Reference) name.Reference {
-	if d, ok := src.(name.Digest); ok {
-		return repo.Digest(d.DigestStr())
+// in is where an image named src lands in repo: at src's tag, or, when src
+// names a digest alone, at top, the digest of the image's top manifest.
+func (src imageRef) in(repo name.Repository, top v1.Hash) name.Reference {
+	if src.tag != "" {
+		return repo.Tag(src.tag)
 	}
-	return repo.Tag(src.Identifier())
+	return repo.Digest(top.String())
+}
+
+// placeImage decides where the one image of an archive goes for a
+// destination written as an image reference. The destination must name
+// its registry. A destination without tag or digest takes the tag the
+// image had at the source (named by imo's plan, when fromPlan, or by
+// index.json, where a bare name is a tag), or, without one, its digest. A
+// digest in the destination must be the image's.
+func (i *Incremental) placeImage(dst string, img *destImage, fromPlan bool) (name.Reference, error) {
+	if !namesRegistry(dst) {
+		return nil, fmt.Errorf("%w: destination %q names no registry: imo pushes only to a registry you name (write host[:port]/%s, or docker.io/%s for Docker Hub)", ErrInvalidReference, dst, dst, dst)
+	}
+	r, err := i.parseRef(dst, i.opts.plainPush)
+	if err != nil {
+		return nil, fmt.Errorf("destination: %w", err)
+	}
+	top := img.graph.top().desc.Digest
+	if r.digest != "" && r.digest != top.String() {
+		return nil, fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top)
+	}
+	if r.tag == "" && r.digest == "" {
+		r.tag = sourceTag(img.name, fromPlan)
+	}
+	return r.in(r.repo, top), nil
+}
+
+// bareTag matches a tag written alone.
+var bareTag = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
+
+// sourceTag is the tag the archive's name for an image carries, or "" for
+// an image named by digest alone. imo's plan holds references as the user
+// wrote them; index.json's ref.name annotation, as other tools write it,
+// is often a tag alone.
+func sourceTag(source string, fromPlan bool) string {
+	if !fromPlan && bareTag.MatchString(source) {
+		return source
+	}
+	src, err := parseSource(source)
+	if err != nil {
+		return ""
+	}
+	return src.tag
 }

@@ -30,8 +30,14 @@ type ImageResult struct {
 	Err error
 }
 
-// Pushed is the destination repository at the image's digest.
+// Pushed is the destination at the image's digest: REPO:TAG@DIGEST when
+// the image went to a tag, REPO@DIGEST otherwise.
 func (r ImageResult) Pushed() name.Digest {
+	if t, ok := r.Destination.(name.Tag); ok {
+		if d, err := name.NewDigest(t.String() + "@" + r.Digest.String()); err == nil {
+			return d
+		}
+	}
 	return r.Destination.Context().Digest(r.Digest.String())
 }
 
@@ -198,29 +204,24 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 		}
 		images = append(images, img)
 	}
-	if !isTarget(dst, len(images)) && (a.plan == nil || !a.plan.Bundle) {
-		ref, err := i.parseRef(dst, i.opts.plainPush)
-		if err != nil {
-			return fmt.Errorf("destination: %w", err)
+	bundle := a.plan != nil && a.plan.Bundle
+	if len(images) == 1 && !bundle && !isTarget(dst) {
+		if images[0].ref, err = i.placeImage(dst, images[0], a.plan != nil); err != nil {
+			return err
 		}
-		top := images[0].graph.top().desc.Digest
-		if d, ok := ref.(name.Digest); ok && d.DigestStr() != top.String() {
-			return fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top)
-		}
-		images[0].ref = ref
 	} else {
 		t, err := i.parseTarget(dst)
 		switch {
 		case err != nil && len(images) > 1:
 			return fmt.Errorf("the archive holds %d images, so the destination must be a registry or registry/prefix: %w", len(images), err)
-		case err != nil && a.plan != nil && a.plan.Bundle:
+		case err != nil && bundle:
 			return fmt.Errorf("the archive is a bundle (pull --from), so the destination must be a registry or registry/prefix: %w", err)
 		case err != nil:
 			return err
 		}
 		j.target = &t
 		for _, img := range images {
-			if img.ref, err = t.ref(img.name); err != nil {
+			if img.ref, err = t.ref(img.name, img.graph.top().desc.Digest); err != nil {
 				return fmt.Errorf("image %s of %s: %w", img.name, a.name, err)
 			}
 		}
@@ -233,7 +234,7 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 		if err := checkArtifact(src, art.graph.top(), subjects[art]); err != nil {
 			return a.invalid("artifact %s: %v", art.name, err)
 		}
-		art.ref = at(art.subject.ref.Context(), src)
+		art.ref = src.in(art.subject.ref.Context(), art.graph.top().desc.Digest)
 	}
 	j.images = append(images, artifacts...)
 	seen := map[string]*destImage{}
@@ -251,21 +252,21 @@ func (i *Incremental) placeImages(ctx context.Context, j *pushJob, dst string) e
 // subject's repository: a cosign artifact must be named by the tag
 // sha256-HEX.sig, .att or .sbom of the subject, and an OCI referrer must be
 // named by its own digest and name subject in its manifest.
-func checkArtifact(src name.Reference, top manifestNode, subject v1.Hash) error {
-	switch src := src.(type) {
-	case name.Tag:
+func checkArtifact(src imageRef, top manifestNode, subject v1.Hash) error {
+	switch {
+	case src.tag != "":
 		for _, suffix := range cosignSuffixes {
-			if src.TagStr() == cosignTag(src.Context(), subject, suffix).TagStr() {
+			if src.tag == cosignTag(src.repo, subject, suffix).TagStr() {
 				return nil
 			}
 		}
-		return fmt.Errorf("the tag %q is not one cosign gives what it attaches to %s", src.TagStr(), subject)
-	case name.Digest:
+		return fmt.Errorf("the tag %q is not one cosign gives what it attaches to %s", src.tag, subject)
+	case src.digest != "":
 		var m struct {
 			Subject *v1.Descriptor `json:"subject"`
 		}
-		if src.DigestStr() != top.desc.Digest.String() {
-			return fmt.Errorf("named by %s, but its manifest is %s", src.DigestStr(), top.desc.Digest)
+		if src.digest != top.desc.Digest.String() {
+			return fmt.Errorf("named by %s, but its manifest is %s", src.digest, top.desc.Digest)
 		}
 		if json.Unmarshal(top.raw, &m) != nil || m.Subject == nil || m.Subject.Digest != subject {
 			return fmt.Errorf("its manifest does not name %s as its subject", subject)
@@ -423,19 +424,6 @@ func (i *Incremental) vet(ctx context.Context, bc *blobCheck, j *pushJob, c *rep
 		return nil, e
 	}
 	return d, nil
-}
-
-// parseRef parses an image reference, marking it for plain HTTP when asked.
-func (i *Incremental) parseRef(s string, plainHTTP bool) (name.Reference, error) {
-	var opts []name.Option
-	if plainHTTP {
-		opts = append(opts, name.Insecure)
-	}
-	ref, err := name.ParseReference(s, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("parsing reference %q: %w", s, err)
-	}
-	return ref, nil
 }
 
 // mountSources are the repositories of dst's registry that a blob the

@@ -59,7 +59,7 @@ func TestBundle(t *testing.T) {
 	}
 	// Push pushes web, refuses api, and exits non-zero.
 	r = imoCmd(t, "", "push", "--plain-http", "-q", bundle, target)
-	if r.code != exitMissing || !strings.HasPrefix(r.stdout, site.Ref("mirror/web@sha256:")) || strings.Contains(r.stdout, "api") {
+	if r.code != exitMissing || !strings.HasPrefix(r.stdout, site.Ref("mirror/web:v3@sha256:")) || strings.Contains(r.stdout, "api") {
 		t.Errorf("imo push of a bundle missing api's base: want exit 3 and only web pushed:\n%s", r)
 	}
 	if err := site.Write(context.Background(), site.Ref("mirror/api:v1"), p.Images["api:v1"]); err != nil {

@@ -47,7 +47,7 @@ func report(stderr io.Writer, cmd *cobra.Command, err error) int {
 	fmt.Fprintf(stderr, "imo: %v\n", err)
 	var ue usageError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, imo.ErrInvalidReference):
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return exitUsage
 	case errors.Is(err, imo.ErrMissingBlobs):

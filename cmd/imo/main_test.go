@@ -97,8 +97,8 @@ func TestPullVetPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = imoCmd(t, "", "push", "--plain-http", "-q", archive, site.Ref("app:v2"))
-	if r.code != 0 || r.stdout != site.Ref("app@"+want.String())+"\n" || r.stderr != "" {
-		t.Errorf("imo push: want only %s on stdout:\n%s", site.Ref("app@"+want.String()), r)
+	if r.code != 0 || r.stdout != site.Ref("app:v2@"+want.String())+"\n" || r.stderr != "" {
+		t.Errorf("imo push: want only %s on stdout:\n%s", site.Ref("app:v2@"+want.String()), r)
 	}
 
 	r = imoCmd(t, "", "inspect", "--json", archive)

@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/imokit/imo"
 	"github.com/spf13/cobra"
 )
@@ -17,10 +19,14 @@ the manifests, then the tag, so that DEST holds exactly the final image, digest
 for digest. Nothing is uploaded when a blob is missing (exit status 3). Prints
 each pushed reference by digest. ARCHIVE may be - for standard input.
 
-DEST is an image reference for an archive of one image. For a bundle (an
-archive written by pull --from, or of several images), or when DEST ends in
-"/", DEST is a registry host[:port] with an optional /prefix, and each image
-lands at DEST, then the repository path and tag it has in the archive. Each image is pushed all or
+DEST is an image reference, REGISTRY/REPO[:TAG][@DIGEST], for an archive of one
+image: it must name its registry (docker.io/... for Docker Hub). Without a tag
+the image takes the tag it had at the source (or goes by digest alone when it
+had none); with a tag and a digest, the tag is written and the digest must be
+the image's. For a bundle (an archive written by pull --from, or of several
+images), or when DEST is a registry host[:port] alone or ends in "/", DEST is a
+target, host[:port] with an optional /prefix, and each image lands at DEST,
+then the repository path and tag it has in the archive. Each image is pushed all or
 nothing; imo goes on with the others and exits non-zero if any failed.`,
 		Example: `  imo push difference.tar site-registry:5000/app:v2
   imo push bundle.tar site-registry:5000/mirror
@@ -43,6 +49,7 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
 			} else {
 				results, err = inc.PushArchive(cmd.Context(), args[0], args[1])
 			}
+			noteTag(cmd.ErrOrStderr(), args[1], results)
 			if werr := printPushed(cmd.OutOrStdout(), results); err == nil {
 				err = werr
 			}
@@ -61,4 +68,18 @@ func printPushed(w io.Writer, results []imo.ImageResult) error {
 		}
 	}
 	return nil
+}
+
+// noteTag says where an image went when the destination, an image
+// reference, named no tag: to the tag it had at the source, or by digest.
+func noteTag(w io.Writer, dst string, results []imo.ImageResult) {
+	last := dst[strings.LastIndexByte(dst, '/')+1:]
+	if len(results) != 1 || results[0].Destination == nil || strings.ContainsAny(last, ":@") || !strings.Contains(dst, "/") {
+		return
+	}
+	if _, ok := results[0].Destination.(name.Tag); ok {
+		fmt.Fprintf(w, "imo: %s names no tag: the image goes to %s, its tag at the source\n", dst, results[0].Destination)
+		return
+	}
+	fmt.Fprintf(w, "imo: %s names no tag, and the image had none at the source: it goes by digest alone\n", dst)
 }

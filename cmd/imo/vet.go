@@ -30,6 +30,7 @@ errors.`,
 				return err
 			}
 			results, err := inc.VetArchive(cmd.Context(), args[0], args[1])
+			noteTag(cmd.ErrOrStderr(), args[1], results)
 			if werr := printVet(cmd.OutOrStdout(), results); werr != nil && err == nil {
 				err = werr
 			}
