@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -19,9 +20,11 @@ const (
 	// ManifestList is the index (image list) of a multi-platform image; a
 	// single-platform image has none, which is an error.
 	ManifestList
-	// ManifestImage is an image manifest: of the first platform given
-	// to [WithPlatforms], or of this machine's platform by default, when
-	// the reference names an index.
+	// ManifestImage is an image manifest: of the one platform given to
+	// [WithPlatforms], or of this machine's platform by default, when the
+	// reference names an index. Several platforms, or several manifests
+	// of the index matching the platform, are an error: there is no
+	// single manifest to return.
 	ManifestImage
 )
 
@@ -31,6 +34,9 @@ const (
 func (i *Incremental) Manifest(ctx context.Context, ref string, kind ManifestKind) (v1.Descriptor, []byte, error) {
 	if i.err != nil {
 		return v1.Descriptor{}, nil, i.err
+	}
+	if kind == ManifestImage && len(i.opts.platforms) > 1 {
+		return v1.Descriptor{}, nil, fmt.Errorf("%w: ManifestImage shows one platform's manifest, but WithPlatforms gave %d", ErrInvalidOption, len(i.opts.platforms))
 	}
 	defer i.pull.closeIdle()
 	r, err := i.parseRef(ref, i.opts.plainPull)
@@ -53,9 +59,22 @@ func (i *Incremental) Manifest(ctx context.Context, ref string, kind ManifestKin
 		if len(i.opts.platforms) > 0 {
 			p = i.opts.platforms[0]
 		}
-		if top, err = selectPlatforms(ctx, c, r.fetch(), top, []v1.Platform{p}); err != nil {
+		_, matched, err := matchPlatforms(ctx, c, r.fetch(), top, []v1.Platform{p})
+		if err != nil {
 			return v1.Descriptor{}, nil, err
 		}
+		if len(matched) > 1 {
+			var found []string
+			for _, d := range matched {
+				found = append(found, d.Digest.String())
+			}
+			return v1.Descriptor{}, nil, fmt.Errorf("%s has %d image manifests for %s (%s): there is no single one to show; name one by digest", ref, len(matched), p, strings.Join(found, ", "))
+		}
+		raw, err := c.manifest(ctx, matched[0])
+		if err != nil {
+			return v1.Descriptor{}, nil, err
+		}
+		return matched[0], raw, nil
 	}
 	return top.desc, top.raw, nil
 }

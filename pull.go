@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -378,41 +379,11 @@ func (i *Incremental) resolveImage(ctx context.Context, c *repoClient, r imageRe
 // matching child itself when one matches, a new index of the matches when
 // several do.
 func selectPlatforms(ctx context.Context, c *repoClient, ref name.Reference, top manifestNode, platforms []v1.Platform) (manifestNode, error) {
-	wanted := platformStrings(platforms)
-	if !top.desc.MediaType.IsIndex() {
-		p, err := imagePlatform(ctx, c, top)
-		if err != nil {
-			return top, err
-		}
-		for _, w := range platforms {
-			if platformMatches(w, p) {
-				return top, nil
-			}
-		}
-		return top, &PlatformError{Image: ref.String(), Wanted: wanted, Available: []string{p.String()}}
+	idx, matched, err := matchPlatforms(ctx, c, ref, top, platforms)
+	if err != nil || idx == nil {
+		return top, err
 	}
-	idx, err := v1.ParseIndexManifest(bytes.NewReader(top.raw))
-	if err != nil {
-		return top, fmt.Errorf("parsing index %s: %w", ref, err)
-	}
-	var matched []v1.Descriptor
-	var available []string
-	for _, d := range idx.Manifests {
-		if d.Platform == nil {
-			continue
-		}
-		available = append(available, d.Platform.String())
-		for _, w := range platforms {
-			if platformMatches(w, *d.Platform) {
-				matched = append(matched, d)
-				break
-			}
-		}
-	}
-	switch len(matched) {
-	case 0:
-		return top, &PlatformError{Image: ref.String(), Wanted: wanted, Available: available}
-	case 1:
+	if len(matched) == 1 {
 		raw, err := c.manifest(ctx, matched[0])
 		return manifestNode{desc: matched[0], raw: raw}, err
 	}
@@ -426,6 +397,50 @@ func selectPlatforms(ctx context.Context, c *repoClient, ref name.Reference, top
 		return top, err
 	}
 	return manifestNode{desc: v1.Descriptor{MediaType: top.desc.MediaType, Digest: h, Size: size}, raw: raw}, nil
+}
+
+// matchPlatforms returns the descriptors of top, an index, that match one
+// of platforms, and the parsed index; for a single image it checks the
+// image's platform and returns no index. Matching nothing is a
+// [*PlatformError].
+func matchPlatforms(ctx context.Context, c *repoClient, ref name.Reference, top manifestNode, platforms []v1.Platform) (*v1.IndexManifest, []v1.Descriptor, error) {
+	wanted := platformStrings(platforms)
+	if !top.desc.MediaType.IsIndex() {
+		p, err := imagePlatform(ctx, c, top)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, w := range platforms {
+			if platformMatches(w, p) {
+				return nil, nil, nil
+			}
+		}
+		return nil, nil, &PlatformError{Image: ref.String(), Wanted: wanted, Available: []string{p.String()}}
+	}
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(top.raw))
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing index %s: %w", ref, err)
+	}
+	var matched []v1.Descriptor
+	var available []string
+	for _, d := range idx.Manifests {
+		if d.Platform == nil {
+			continue
+		}
+		if p := d.Platform.String(); !slices.Contains(available, p) {
+			available = append(available, p)
+		}
+		for _, w := range platforms {
+			if platformMatches(w, *d.Platform) {
+				matched = append(matched, d)
+				break
+			}
+		}
+	}
+	if len(matched) == 0 {
+		return nil, nil, &PlatformError{Image: ref.String(), Wanted: wanted, Available: available}
+	}
+	return idx, matched, nil
 }
 
 // imagePlatform reads the platform of a single image from its config.

@@ -15,7 +15,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/sandbox"
 )
@@ -214,6 +217,47 @@ func TestManifest(t *testing.T) {
 	}
 	if r := imoCmd(t, "", "manifest", "--plain-http", "--list", single.Ref("one:v1")); r.code != exitError || !strings.Contains(r.stderr, "no image list") {
 		t.Errorf("imo manifest --list of a single image:\n%s", r)
+	}
+}
+
+// TestManifestNoSingleAnswer checks that manifest prints only what the
+// registry serves: with an index whose platform matches several manifests
+// (buildx's attestations are all unknown/unknown), or with two platforms,
+// --image is an error rather than an index the registry never served.
+func TestManifestNoSingleAnswer(t *testing.T) {
+	src, _, pair := registries(t, nil, nil)
+	a, b := pair.V1.(v1.ImageIndex), pair.V2.(v1.ImageIndex)
+	child := func(idx v1.ImageIndex) v1.Image {
+		m, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := idx.Image(m.Manifests[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	unknown := &v1.Platform{OS: "unknown", Architecture: "unknown"}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: child(b), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: child(a), Descriptor: v1.Descriptor{Platform: unknown}},
+		mutate.IndexAddendum{Add: child(b), Descriptor: v1.Descriptor{Platform: unknown}},
+	)
+	if err := src.Write(context.Background(), src.Ref("att:v1"), idx); err != nil {
+		t.Fatal(err)
+	}
+	r := imoCmd(t, "", "manifest", "--plain-http", "--image", "--platform", "unknown/unknown", "--head", src.Ref("att:v1"))
+	if r.code != exitError || !strings.Contains(r.stderr, "no single one") || r.stdout != "" {
+		t.Errorf("imo manifest --image for a platform two manifests have: want exit 1 and nothing printed:\n%s", r)
+	}
+	r = imoCmd(t, "", "manifest", "--plain-http", "--image", "--platform", "linux/amd64", "--platform", "linux/arm64", src.Ref("app:v2"))
+	if r.code != exitUsage {
+		t.Errorf("imo manifest --image with two platforms: want exit 2:\n%s", r)
+	}
+	r = imoCmd(t, "", "manifest", "--plain-http", "--image", "--platform", "windows/amd64", src.Ref("att:v1"))
+	if r.code != exitError || strings.Count(r.stderr, "unknown/unknown") != 1 {
+		t.Errorf("imo manifest --image for a missing platform: want exit 1 listing each platform once:\n%s", r)
 	}
 }
 

@@ -24,6 +24,9 @@ image manifest for the selected platform (--platform, or this machine's).
 			if list && image {
 				return usagef("--list and --image conflict")
 			}
+			if image && len(g.platforms) > 1 {
+				return usagef("--image shows one platform's manifest: give one --platform, not %d", len(g.platforms))
+			}
 			kind := imo.ManifestAsServed
 			switch {
 			case list:
