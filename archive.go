@@ -108,7 +108,9 @@ type PlanBlob struct {
 	Config bool `json:"config,omitempty"`
 	// Included is true when the archive carries the blob.
 	Included bool `json:"included"`
-	// Reason says why a blob is left out, such as "in base".
+	// Reason says why a blob is left out, such as "in base"; for a layer
+	// carried whole after a sub-layer delta was tried, why no delta is
+	// used.
 	Reason string `json:"reason,omitempty"`
 	// NeededBy names the manifests that reference the blob.
 	NeededBy []string `json:"neededBy"`
@@ -310,6 +312,17 @@ func (l *archiveLayout) local(name string, f *localFile) error {
 	l.size += f.size
 	l.pad(f.size)
 	return nil
+}
+
+// plan reports how many bytes of blobs writing the archive fetches.
+func (l *archiveLayout) plan(r Reporter) {
+	var total int64
+	for _, s := range l.segs {
+		if s.blob != nil {
+			total += s.blob.Size
+		}
+	}
+	r.Report(Event{Kind: TransferPlanned, Size: total})
 }
 
 // end writes the tar trailer: two zero blocks.

@@ -54,14 +54,14 @@ type archiveFile struct {
 	deltas map[v1.Hash]*PlanDelta
 }
 
-// openArchive opens and indexes the archive at path. The caller closes the
-// returned file.
-func openArchive(path string) (*archiveFile, io.Closer, error) {
+// openArchive opens and indexes the archive at path, which errors call
+// name. The caller closes the returned file.
+func openArchive(path, name string) (*archiveFile, io.Closer, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening archive: %w", err)
 	}
-	a, err := readArchive(path, f)
+	a, err := readArchive(name, f)
 	if err != nil {
 		f.Close()
 		return nil, nil, err
@@ -77,6 +77,9 @@ func readArchive(name string, r readSeekerAt) (*archiveFile, error) {
 		return nil, err
 	}
 	if _, ok := a.entries[LayoutFile]; !ok {
+		if a.dockerArchive() {
+			return nil, a.notDockerArchive()
+		}
 		return nil, a.invalid("no %s file: not an OCI image layout", LayoutFile)
 	}
 	var layout struct {
@@ -164,7 +167,8 @@ func (a *archiveFile) indexTar(r io.ReadSeeker) error {
 		return fmt.Errorf("reading archive %s: %w", a.name, err)
 	}
 	tr := tar.NewReader(r)
-	var last int64 // where the last entry's content ends, padded to a block
+	var last int64    // where the last entry's content ends, padded to a block
+	var refused error // the first entry no image layout has; the rest is read to say what the archive is
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -190,7 +194,10 @@ func (a *archiveFile) indexTar(r io.ReadSeeker) error {
 			continue
 		case tar.TypeReg:
 		default:
-			return a.invalid("entry %q is not a regular file or directory (tar type %q)", hdr.Name, hdr.Typeflag)
+			if refused == nil {
+				refused = a.invalid("entry %q is not a regular file or directory (tar type %q)", hdr.Name, hdr.Typeflag)
+			}
+			continue
 		}
 		if hdr.Size > end-off {
 			return a.invalid("entry %q declares %d bytes but only %d remain: the archive is truncated", hdr.Name, hdr.Size, end-off)
@@ -206,7 +213,23 @@ func (a *archiveFile) indexTar(r io.ReadSeeker) error {
 	if n, _ := a.r.ReadAt(trailer, last); n < len(trailer) || !bytes.Equal(trailer, make([]byte, len(trailer))) {
 		return a.invalid("the archive does not end with a tar trailer: it is truncated")
 	}
-	return nil
+	if refused != nil && a.dockerArchive() {
+		return a.notDockerArchive()
+	}
+	return refused
+}
+
+// dockerArchive reports whether the archive looks like what docker save
+// and skopeo's docker-archive transport write: a manifest.json and no OCI
+// layout.
+func (a *archiveFile) dockerArchive() bool {
+	_, docker := a.entries[DockerManifestFile]
+	_, oci := a.entries[LayoutFile]
+	return docker && !oci
+}
+
+func (a *archiveFile) notDockerArchive() error {
+	return a.invalid("this is a docker-archive (docker save, skopeo's docker-archive:); imo reads OCI image layouts in a tar: convert it with skopeo copy docker-archive:FILE oci-archive:OUT")
 }
 
 // entryName normalizes a tar entry name, refusing absolute names and names
@@ -393,7 +416,7 @@ func (a *archiveFile) describe(gs []*imageGraph) *Plan {
 // archives imo wrote), and every blob with whether the archive carries it.
 // It works on any OCI image layout in a tar, such as skopeo's oci-archive.
 func Inspect(ctx context.Context, path string) (*Plan, error) {
-	a, c, err := openArchive(path)
+	a, c, err := openArchive(path, path)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/imokit/imo/internal/sandbox"
@@ -168,6 +169,22 @@ func TestReadArchive(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDockerArchive checks that a docker save tar is named as such.
+func TestDockerArchive(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"with links": makeTar(t,
+			testEntry{name: "abc/layer.tar", typeflag: tar.TypeSymlink},
+			testEntry{name: "manifest.json", body: []byte(`[{"Config":"c.json","Layers":["abc/layer.tar"]}]`)}),
+		"without links": makeTar(t,
+			testEntry{name: "abc.tar", body: []byte("x")},
+			testEntry{name: "manifest.json", body: []byte(`[{"Config":"c.json","Layers":["abc.tar"]}]`)}),
+	} {
+		if err := readAndWalk(b); !errors.Is(err, ErrInvalidArchive) || !strings.Contains(err.Error(), "docker-archive") {
+			t.Errorf("reading a docker-archive %s = %v, want it named a docker-archive", name, err)
+		}
 	}
 }
 

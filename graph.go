@@ -146,7 +146,9 @@ func (w walker) add(ctx context.Context, g *imageGraph, n manifestNode, depth in
 func (g *imageGraph) use(d v1.Descriptor, config bool, user string) {
 	if u, ok := g.byDigest[d.Digest]; ok {
 		u.config = u.config || config
-		u.neededBy = append(u.neededBy, user)
+		if !slices.Contains(u.neededBy, user) {
+			u.neededBy = append(u.neededBy, user)
+		}
 		return
 	}
 	u := &blobUse{desc: v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, config: config, neededBy: []string{user}}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -341,8 +342,8 @@ func (inv *Inventory) Blob(h v1.Hash) (InventoryBlob, bool) {
 // each tag, its manifest, and, through indexes, every child manifest, config
 // and layer, checked against their digests. It talks to the registry as
 // PushVet and Push do (WithPushAuth, WithPlainHTTPPush, WithInsecurePush),
-// with up to [WithJobs] requests at once, and reports each tag resolved as
-// an [ImageResolved] event.
+// with up to [WithJobs] requests at once, and reports each repository
+// listed as a [RepositoryListed] event.
 //
 // target is host[:port] or host[:port]/prefix. repos are repository paths
 // relative to target: Inventory(ctx, "reg:5000/mirror", "team/app") lists
@@ -378,11 +379,15 @@ func (i *Incremental) Inventory(ctx context.Context, target string, repos ...str
 	inv := &Inventory{Version: InventoryVersion, Registry: host, Prefix: prefix, Repositories: make([]InventoryRepository, len(names)), Blobs: []InventoryBlob{}}
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(i.opts.jobs)
+	var listed atomic.Int64
 	for k, n := range names {
 		eg.Go(func() error {
 			var err error
-			inv.Repositories[k], err = t.repository(ectx, reg.Repo(n), fromCatalog)
-			return err
+			if inv.Repositories[k], err = t.repository(ectx, reg.Repo(n), fromCatalog); err != nil {
+				return err
+			}
+			i.opts.reporter.Report(Event{Kind: RepositoryListed, Ref: reg.Repo(n).String(), Complete: listed.Add(1), Size: int64(len(names))})
+			return nil
 		})
 	}
 	if err := eg.Wait(); err != nil {
@@ -479,7 +484,7 @@ func (t *inventoryTaker) catalog(ctx context.Context, reg name.Registry, prefix 
 	err := t.limit(ctx, func() error {
 		rt, err := transport.NewWithContext(ctx, reg, auth, t.i.opts.retry.wrap(t.i.push.forHost(reg.RegistryStr())), []string{reg.Scope(transport.PullScope)})
 		if err != nil {
-			return fmt.Errorf("connecting to registry %s: %w", reg.RegistryStr(), err)
+			return connectError(reg.RegistryStr(), t.i.push.plainHTTP, err)
 		}
 		all, err = t.listAll(ctx, &http.Client{Transport: rt}, t.i.push.plainHTTP, reg.RegistryStr(), "/v2/_catalog", "repositories")
 		return err
@@ -557,7 +562,7 @@ func (t *inventoryTaker) listAll(ctx context.Context, client *http.Client, plain
 				return err
 			}
 			defer resp.Body.Close()
-			if err := transport.CheckError(resp, http.StatusOK); err != nil {
+			if err := checkAnswer(resp, http.StatusOK); err != nil {
 				return err
 			}
 			body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetadataSize+1))
@@ -702,7 +707,6 @@ func (t *inventoryTaker) repository(ctx context.Context, repo name.Repository, f
 			if err != nil {
 				return err
 			}
-			t.i.opts.reporter.Report(Event{Kind: ImageResolved, Ref: ref.String(), Digest: top.desc.Digest, MediaType: top.desc.MediaType, Size: top.desc.Size})
 			mu.Lock()
 			done := walked[top.desc.Digest]
 			walked[top.desc.Digest] = true

@@ -606,6 +606,7 @@ func (pp *pullPlan) write(ctx context.Context, w io.Writer, jobs int, r Reporter
 			blobs = append(blobs, *s.blob)
 		}
 	}
+	l.plan(r)
 	fetches := make([]*prefetch, len(blobs))
 	started, current := 0, 0
 	for _, s := range l.segs {
@@ -705,6 +706,7 @@ func (pp *pullPlan) writeAt(ctx context.Context, w io.WriterAt, jobs int, r Repo
 			}
 		}
 	}
+	l.plan(r)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(jobs)
 	for _, s := range l.segs {

@@ -120,6 +120,30 @@ func TestPullScratch(t *testing.T) {
 	}
 }
 
+// TestNeededByOnce checks that a layer an image uses twice names the image
+// once among those that need it.
+func TestNeededByOnce(t *testing.T) {
+	src := newTestRegistry(t, nil)
+	layer, err := sandbox.Layer(docker.Layer, "etc/twice", "the same layer, twice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := docker.Image(v1.Platform{OS: "linux", Architecture: "amd64"}, layer, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.write(t, src.ref("twice:v1"), img)
+	plan, err := imo.New(imo.WithPlainHTTP()).Plan(context.Background(), imo.Scratch, src.ref("twice:v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range plan.Blobs {
+		if len(b.NeededBy) != 1 {
+			t.Errorf("blob %s is needed by %v, want the one manifest once", b.Digest, b.NeededBy)
+		}
+	}
+}
+
 func TestPullPlan(t *testing.T) {
 	src, pair := setup(t, docker, "linux/amd64", "linux/arm64/v8")
 	inc := imo.New(imo.WithPlainHTTP())

@@ -41,11 +41,16 @@ func (i *Incremental) Push(ctx context.Context, archive, dst string) error {
 // The error is nil when every image was pushed; otherwise it joins each
 // failed image's error.
 func (i *Incremental) PushArchive(ctx context.Context, archive, dst string) ([]ImageResult, error) {
+	return i.pushArchive(ctx, archive, archive, dst)
+}
+
+// pushArchive pushes the archive at path, called in errors.
+func (i *Incremental) pushArchive(ctx context.Context, path, called, dst string) ([]ImageResult, error) {
 	if i.err != nil {
 		return nil, i.err
 	}
 	defer i.push.closeIdle()
-	j, err := i.openJob(ctx, archive, dst, transport.PushScope)
+	j, err := i.openJob(ctx, path, called, dst, transport.PushScope)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +104,7 @@ func (i *Incremental) putImage(ctx context.Context, img *destImage) error {
 	}
 	got, err := remote.Head(img.ref, c.options(ctx)...)
 	if err != nil {
+		err = answer(err)
 		return fmt.Errorf("checking %s after push: %w", img.ref, err)
 	}
 	if got.Digest != top.desc.Digest {
@@ -126,8 +132,11 @@ func (i *Incremental) PushStream(ctx context.Context, r io.Reader, dst string) (
 	if err != nil {
 		return nil, fmt.Errorf("spooling archive to %s: %w", f.Name(), err)
 	}
-	return i.PushArchive(ctx, f.Name(), dst)
+	return i.pushArchive(ctx, f.Name(), streamName, dst)
 }
+
+// streamName names an archive read from a stream in errors.
+const streamName = "the archive stream"
 
 // contextReader stops reading once ctx is done.
 type contextReader struct {
@@ -196,6 +205,13 @@ func (i *Incremental) sendBlobs(ctx context.Context, j *pushJob) {
 			t.images = append(t.images, img)
 		}
 	}
+	var total int64
+	for _, h := range order {
+		if targets[h][0].from == (name.Repository{}) {
+			total += descs[h].Size // uploaded once; mounted elsewhere
+		}
+	}
+	i.opts.reporter.Report(Event{Kind: TransferPlanned, Size: total})
 	var mu sync.Mutex
 	fail := func(t *blobTarget, err error) {
 		mu.Lock()
@@ -311,7 +327,7 @@ func (i *Incremental) uploadBlob(ctx context.Context, c *repoClient, open func(v
 
 func (i *Incremental) putManifest(ctx context.Context, c *repoClient, ref name.Reference, m manifestNode) error {
 	if err := remote.Put(ref, rawManifest(m), c.options(ctx)...); err != nil {
-		return fmt.Errorf("pushing manifest %s to %s: %w", m.desc.Digest, ref, err)
+		return fmt.Errorf("pushing manifest %s to %s: %w", m.desc.Digest, ref, answer(err))
 	}
 	i.opts.reporter.Report(Event{Kind: ManifestPushed, Ref: ref.String(), Digest: m.desc.Digest, MediaType: m.desc.MediaType, Size: m.desc.Size})
 	return nil

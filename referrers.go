@@ -64,7 +64,7 @@ func (i *Incremental) findReferrers(ctx context.Context, img pulledImage) ([]pul
 		eg.Go(func() error {
 			idx, err := remote.Referrers(repo.Digest(subject.String()), c.options(ectx)...)
 			if err != nil {
-				return fmt.Errorf("listing the referrers of %s@%s: %w", repo, subject, err)
+				return fmt.Errorf("listing the referrers of %s@%s: %w", repo, subject, answer(err))
 			}
 			im, err := idx.IndexManifest()
 			if err != nil {

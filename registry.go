@@ -2,8 +2,10 @@ package imo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 
@@ -38,7 +40,7 @@ func newRepoClient(ctx context.Context, repo name.Repository, st *sideTransport,
 	rt := retry.wrap(st.forHost(host))
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, rt, scopes)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to registry %s: %w", host, err)
+		return nil, connectError(host, st.plainHTTP, err)
 	}
 	scheme := "https"
 	if st.plainHTTP {
@@ -58,7 +60,7 @@ func (c *repoClient) get(ctx context.Context, ref name.Reference) (*remote.Descr
 	err := c.retry.do(ctx, func() error {
 		var err error
 		d, err = remote.Get(ref, c.options(ctx)...)
-		return err
+		return answer(err)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fetching manifest %s: %w", ref, err)
@@ -79,7 +81,7 @@ func (c *repoClient) resolve(ctx context.Context, r imageRef) (manifestNode, err
 		err := c.retry.do(ctx, func() error {
 			var err error
 			td, err = remote.Head(tag, c.options(ctx)...)
-			return err
+			return answer(err)
 		})
 		if err != nil {
 			return manifestNode{}, fmt.Errorf("checking the tag of %s: %w", r, err)
@@ -115,7 +117,7 @@ func (c *repoClient) manifest(ctx context.Context, desc v1.Descriptor) ([]byte, 
 			return err
 		}
 		defer resp.Body.Close()
-		if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		if err := checkAnswer(resp, http.StatusOK); err != nil {
 			return err
 		}
 		raw, err = io.ReadAll(io.LimitReader(resp.Body, desc.Size+1))
@@ -180,7 +182,7 @@ func (c *repoClient) openBlob(ctx context.Context, h v1.Hash, off, size int64) (
 		return resp.Body, off, nil
 	}
 	defer resp.Body.Close()
-	return nil, 0, fmt.Errorf("fetching blob %s from %s: %w", h, c.repo, transport.CheckError(resp, http.StatusOK))
+	return nil, 0, fmt.Errorf("fetching blob %s from %s: %w", h, c.repo, checkAnswer(resp, http.StatusOK))
 }
 
 // blobExists asks repo, a repository of the client's registry, whether
@@ -201,7 +203,7 @@ func (c *repoClient) blobExists(ctx context.Context, repo name.Repository, h v1.
 	case http.StatusNotFound:
 		return false, nil
 	}
-	return false, fmt.Errorf("checking blob %s in %s: %w", h, repo, transport.CheckError(resp, http.StatusOK))
+	return false, fmt.Errorf("checking blob %s in %s: %w", h, repo, checkAnswer(resp, http.StatusOK))
 }
 
 // mount links the blob h from the repository from into the client's
@@ -233,7 +235,7 @@ func (c *repoClient) mount(ctx context.Context, h v1.Hash, from name.Repository)
 		}
 		return fmt.Errorf("mounting blob %s from %s into %s: the registry does not support cross-repository mounts", h, from, c.repo)
 	}
-	return fmt.Errorf("mounting blob %s from %s into %s: %w", h, from, c.repo, transport.CheckError(resp, http.StatusCreated))
+	return fmt.Errorf("mounting blob %s from %s into %s: %w", h, from, c.repo, checkAnswer(resp, http.StatusCreated))
 }
 
 // upload sends the blob desc to the repository in one monolithic upload:
@@ -251,7 +253,7 @@ func (c *repoClient) upload(ctx context.Context, desc v1.Descriptor, open func()
 		if err != nil {
 			return err
 		}
-		err = transport.CheckError(resp, http.StatusAccepted) // reads the body: close after
+		err = checkAnswer(resp, http.StatusAccepted) // reads the body: close after
 		resp.Body.Close()
 		if err != nil {
 			return err
@@ -285,10 +287,77 @@ func (c *repoClient) upload(ctx context.Context, desc v1.Descriptor, open func()
 			return err
 		}
 		defer resp.Body.Close()
-		return transport.CheckError(resp, http.StatusCreated)
+		return checkAnswer(resp, http.StatusCreated)
 	})
 	if err != nil {
 		return fmt.Errorf("uploading blob %s to %s: %w", desc.Digest, c.repo, err)
 	}
 	return nil
+}
+
+// answerError is an error answer of a registry, said in one line: the
+// request (without its query), then each error's code and message. go-containerregistry's own
+// rendering adds each error's detail as a Go value (map[Tag:v2]); only a
+// detail that is text is kept.
+type answerError struct{ te *transport.Error }
+
+func (e *answerError) Error() string {
+	if len(e.te.Errors) == 0 {
+		return e.te.Error()
+	}
+	var b strings.Builder
+	if e.te.Request != nil {
+		u := *e.te.Request.URL
+		u.RawQuery, u.User = "", nil // queries may carry signatures
+		fmt.Fprintf(&b, "%s %s: ", e.te.Request.Method, u.String())
+	}
+	for k, d := range e.te.Errors {
+		if k > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s: %s", d.Code, d.Message)
+		if detail, ok := d.Detail.(string); ok && detail != "" {
+			fmt.Fprintf(&b, " (%s)", detail)
+		}
+	}
+	return b.String()
+}
+
+func (e *answerError) Unwrap() error { return e.te }
+
+// answer returns err with a registry's error answer said in one line.
+func answer(err error) error {
+	if te, ok := err.(*transport.Error); ok {
+		return &answerError{te}
+	}
+	return err
+}
+
+// checkAnswer is [transport.CheckError], with the error said as
+// [answerError] does.
+func checkAnswer(resp *http.Response, codes ...int) error {
+	return answer(transport.CheckError(resp, codes...))
+}
+
+// connectError says why the first contact with a registry failed. For
+// registries on loopback and private addresses, go-containerregistry tries
+// HTTPS and plain HTTP at once and reports both; imo allows only one of
+// them, so a failure to reach the registry is said for that one alone.
+func connectError(host string, plainHTTP bool, err error) error {
+	scheme := "HTTPS"
+	if plainHTTP {
+		scheme = "plain HTTP"
+	}
+	var retried *retriedError
+	var op *net.OpError
+	switch {
+	case errors.Is(err, errStalled) && errors.As(err, &retried):
+		return fmt.Errorf("connecting to registry %s (%s): %w", host, scheme, retried)
+	case errors.As(err, &op):
+		if errors.As(err, &retried) {
+			return fmt.Errorf("connecting to registry %s (%s): %w", host, scheme, retried)
+		}
+		return fmt.Errorf("connecting to registry %s (%s): %w", host, scheme, op)
+	}
+	return fmt.Errorf("connecting to registry %s: %w", host, err)
 }

@@ -35,16 +35,24 @@ const (
 	// delta and verified, before its upload; Reason tells the base layer
 	// contents spooled to disk for it.
 	BlobRebuilt
+	// TransferPlanned: Size bytes of blobs are about to be transferred in
+	// all, by a pull or a push; the blobs' progress adds up to it.
+	TransferPlanned
+	// RepositoryListed: an inventory has listed what the repository Ref
+	// holds, the Complete-th of Size repositories.
+	RepositoryListed
 )
 
 var kindNames = map[EventKind]string{
-	ImageResolved:  "image-resolved",
-	BlobSkipped:    "blob-skipped",
-	BlobStarted:    "blob-started",
-	BlobProgress:   "blob-progress",
-	BlobDone:       "blob-done",
-	ManifestPushed: "manifest-pushed",
-	BlobRebuilt:    "blob-rebuilt",
+	ImageResolved:    "image-resolved",
+	BlobSkipped:      "blob-skipped",
+	BlobStarted:      "blob-started",
+	BlobProgress:     "blob-progress",
+	BlobDone:         "blob-done",
+	ManifestPushed:   "manifest-pushed",
+	BlobRebuilt:      "blob-rebuilt",
+	TransferPlanned:  "transfer-planned",
+	RepositoryListed: "repository-listed",
 }
 
 // String returns the kind's name, such as "blob-done".
@@ -91,6 +99,10 @@ func (e Event) String() string {
 		return fmt.Sprintf("pushed manifest %s to %s", e.Digest, e.Ref)
 	case BlobRebuilt:
 		return fmt.Sprintf("rebuilt %s (%d bytes) %s", e.Digest, e.Size, e.Reason)
+	case TransferPlanned:
+		return fmt.Sprintf("transferring %d bytes of blobs", e.Size)
+	case RepositoryListed:
+		return fmt.Sprintf("listed %s (%d of %d repositories)", e.Ref, e.Complete, e.Size)
 	}
 	return e.Kind.String()
 }
@@ -128,7 +140,7 @@ func NewBarReporter(w io.Writer) Reporter {
 }
 
 // NewLineReporter writes one line per event on w, leaving out
-// [BlobProgress] events.
+// [BlobProgress] and [RepositoryListed] events.
 func NewLineReporter(w io.Writer) Reporter {
 	return &lineReporter{w: w}
 }
@@ -160,7 +172,7 @@ type lineReporter struct {
 }
 
 func (r *lineReporter) Report(e Event) {
-	if e.Kind == BlobProgress {
+	if e.Kind == BlobProgress || e.Kind == RepositoryListed {
 		return
 	}
 	r.mu.Lock()
@@ -168,30 +180,46 @@ func (r *lineReporter) Report(e Event) {
 	fmt.Fprintln(r.w, e.String())
 }
 
-// barReporter draws one progress bar whose total grows as blobs start.
+// barReporter draws one progress bar for the bytes of a transfer, whose
+// total is the planned one (or, without a plan, grows as blobs start), and
+// one for the repositories of an inventory.
 type barReporter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	bar  *progressbar.ProgressBar
-	seen map[v1.Hash]int64 // bytes counted so far per blob in flight
+	mu      sync.Mutex
+	w       io.Writer
+	bar     *progressbar.ProgressBar
+	planned bool
+	repos   *progressbar.ProgressBar
+	seen    map[v1.Hash]int64 // bytes counted so far per blob in flight
+}
+
+func (r *barReporter) newBar(total int64, what string, bytes bool) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(r.w),
+		progressbar.OptionShowBytes(bytes),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
 }
 
 func (r *barReporter) Report(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch e.Kind {
+	case TransferPlanned:
+		r.bar, r.planned = r.newBar(e.Size, "blobs", true), true
+		clear(r.seen)
+		if e.Size == 0 {
+			_ = r.bar.Finish()
+		}
 	case BlobStarted:
 		if r.bar == nil {
-			r.bar = progressbar.NewOptions64(0,
-				progressbar.OptionSetWriter(r.w),
-				progressbar.OptionShowBytes(true),
-				progressbar.OptionShowCount(),
-				progressbar.OptionSetDescription("blobs"),
-				progressbar.OptionThrottle(100*time.Millisecond),
-				progressbar.OptionClearOnFinish(),
-			)
+			r.bar = r.newBar(0, "blobs", true)
 		}
-		r.bar.ChangeMax64(r.bar.GetMax64() + e.Size)
+		if !r.planned {
+			r.bar.ChangeMax64(r.bar.GetMax64() + e.Size)
+		}
 		r.seen[e.Digest] = 0
 	case BlobProgress, BlobDone:
 		if r.bar == nil {
@@ -206,6 +234,11 @@ func (r *barReporter) Report(e Event) {
 		if e.Kind == BlobDone {
 			delete(r.seen, e.Digest)
 		}
+	case RepositoryListed:
+		if r.repos == nil {
+			r.repos = r.newBar(e.Size, "repositories", false)
+		}
+		_ = r.repos.Set64(e.Complete)
 	default:
 		if r.bar != nil {
 			_ = r.bar.Clear()

@@ -164,7 +164,7 @@ func (i *Incremental) deltaGroup(ctx context.Context, pp *pullPlan, img pulledIm
 			err = cerr
 		}
 		if err == nil && !basesShared(pp, baseOf, l.Digest, st.Header.Bases) {
-			err = sublayer.ErrNotWorthwhile
+			err = fmt.Errorf("%w: an image using it has a base without the layers the delta draws on", sublayer.ErrNotWorthwhile)
 		}
 		switch {
 		case err == nil:
@@ -181,6 +181,7 @@ func (i *Incremental) deltaGroup(ctx context.Context, pp *pullPlan, img pulledIm
 		case errors.Is(err, sublayer.ErrUnsupportedEncoder), errors.Is(err, sublayer.ErrNotWorthwhile):
 			os.Remove(deltaPath)
 			pp.local[l.Digest] = &localFile{path: path, size: l.Size}
+			pp.plan.Blobs[carried[l.Digest]].Reason = "whole, no sub-layer delta: " + err.Error()
 		default:
 			return fmt.Errorf("preparing a sub-layer delta of %s from %s: %w", l.Digest, img.ref, err)
 		}

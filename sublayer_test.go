@@ -251,6 +251,16 @@ func TestSublayerUnsupportedEncoder(t *testing.T) {
 	if !hasBlob(tarNames(t, b), digest(t, appV2)) {
 		t.Errorf("the layer from an unknown encoder is not carried whole")
 	}
+	// The plan, and so the dry run, says why.
+	plan, err := inc.Plan(context.Background(), src.ref("app:v1"), src.ref("app:v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pb := range plan.Blobs {
+		if pb.Digest == digest(t, appV2) && (!pb.Included || !strings.Contains(pb.Reason, "no sub-layer delta")) {
+			t.Errorf("the plan carries the layer with reason %q, want why it has no delta", pb.Reason)
+		}
+	}
 }
 
 func TestSublayerEncoderMismatch(t *testing.T) {

@@ -67,7 +67,7 @@ func (i *Incremental) VetArchive(ctx context.Context, archive, dst string) ([]Im
 		return nil, i.err
 	}
 	defer i.push.closeIdle()
-	j, err := i.openJob(ctx, archive, dst, transport.PullScope)
+	j, err := i.openJob(ctx, archive, archive, dst, transport.PullScope)
 	if err != nil {
 		return nil, err
 	}
@@ -124,10 +124,11 @@ func (j *pushJob) results() ([]ImageResult, error) {
 	return out, fmt.Errorf("%d of %d images failed: %w", len(errs), len(j.images), errors.Join(errs...))
 }
 
-// openJob reads the archive, decides where each image goes, and logs in to
-// each destination repository for action (pull to vet, push to push).
-func (i *Incremental) openJob(ctx context.Context, archive, dst, action string) (*pushJob, error) {
-	a, file, err := openArchive(archive)
+// openJob reads the archive at path (called in errors), decides where
+// each image goes, and logs in to each destination repository for action
+// (pull to vet, push to push).
+func (i *Incremental) openJob(ctx context.Context, path, called, dst, action string) (*pushJob, error) {
+	a, file, err := openArchive(path, called)
 	if err != nil {
 		return nil, err
 	}

@@ -43,7 +43,7 @@ func TestBundle(t *testing.T) {
 	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "--from", from, "-o", bundle); r.code != 0 {
 		t.Fatalf("imo pull --from:\n%s", r)
 	}
-	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "--from", from, "a", "b"); r.code != exitUsage {
+	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "--from", from, "a", "b"); r.code != exitUsage || !strings.Contains(r.stderr, "give no BASE FINAL arguments") {
 		t.Errorf("imo pull --from FILE BASE FINAL: want exit %d:\n%s", exitUsage, r)
 	}
 	r := imoCmd(t, "", "inspect", bundle)

@@ -60,7 +60,7 @@ func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
 			if base == "" {
 				base = "(unknown)"
 			}
-			fmt.Fprintf(tw, "base\t%s\t%s\n", base, img.Base.Digest)
+			fmt.Fprintf(tw, "base\t%s\t%s\n", base, hashOrNothing(img.Base.Digest))
 		}
 		for _, m := range img.Manifests {
 			platform := ""
@@ -77,6 +77,9 @@ func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
 	fmt.Fprintln(tw, "BLOB\tSIZE\tMEDIA TYPE\tCARRIED")
 	for _, b := range p.Blobs {
 		carried := "yes"
+		if b.Reason != "" {
+			carried = "yes: " + b.Reason
+		}
 		switch {
 		case b.Delta != nil:
 			carried = fmt.Sprintf("delta: %d bytes (%.1f%%), %s", b.Delta.Size, percent(b.Delta.Size, b.Size), b.Delta.Recipe)
@@ -113,6 +116,14 @@ func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
 		fmt.Fprintf(w, "archive file: %d bytes\n", archiveSize)
 	}
 	return nil
+}
+
+// hashOrNothing prints h, or nothing for the zero hash (scratch's).
+func hashOrNothing(h v1.Hash) string {
+	if h == (v1.Hash{}) {
+		return ""
+	}
+	return h.String()
 }
 
 // inventoryName is what an inventory covers.

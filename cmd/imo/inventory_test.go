@@ -22,6 +22,9 @@ func TestInventory(t *testing.T) {
 	if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "1 repositories, 3 manifests") || !strings.Contains(r.stderr, out) {
 		t.Fatalf("imo inventory -o FILE: want exit 0, nothing on stdout and a summary on stderr:\n%s", r)
 	}
+	if n := strings.Count(r.stderr, "\n"); n != 1 {
+		t.Errorf("imo inventory printed %d lines on stderr, want the summary alone:\n%s", n, r)
+	}
 	inv, err := imo.LoadInventory(out)
 	if err != nil {
 		t.Fatalf("imo inventory wrote an invalid inventory: %v", err)

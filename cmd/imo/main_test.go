@@ -121,6 +121,9 @@ func TestPipe(t *testing.T) {
 	if pulled.code != 0 {
 		t.Fatalf("imo pull -o -:\n%s", pulled.stderr)
 	}
+	if r := imoCmd(t, "not an archive", "push", "--plain-http", "-q", "-", site.Ref("app:v2")); r.code != exitError || strings.Contains(r.stderr, "imo-push-") || !strings.Contains(r.stderr, "the archive stream") {
+		t.Errorf("imo push - of a bad stream: want an error naming the stream, not the spool file:\n%s", r)
+	}
 	r := imoCmd(t, pulled.stdout, "push", "--plain-http", "-q", "-", site.Ref("app:v2"))
 	want, _ := pair.V2.Digest()
 	if r.code != 0 || !strings.HasSuffix(strings.TrimSpace(r.stdout), want.String()) {

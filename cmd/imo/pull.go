@@ -47,8 +47,11 @@ at the destination, digest for digest.`,
   imo pull --have site.json scratch registry.example/app:v2 -o app-v2.tar
   imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("from") && len(args) > 0 {
+				return usagef("--from lists the pairs to pull: give no BASE FINAL arguments with it (got %d)", len(args))
+			}
 			if cmd.Flags().Changed("from") {
-				return exactArgs(0)(cmd, args)
+				return nil
 			}
 			return exactArgs(2)(cmd, args)
 		},

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -19,6 +23,10 @@ func TestDestinations(t *testing.T) {
 	whole := filepath.Join(dir, "whole.tar")
 	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "scratch", src.Ref("app:v2"), "-o", whole); r.code != 0 {
 		t.Fatal(r)
+	}
+	r := imoCmd(t, "", "inspect", whole)
+	if m := regexp.MustCompile(`(?m)^base\s+(.*?)\s*$`).FindStringSubmatch(r.stdout); m == nil || m[1] != "scratch" {
+		t.Errorf("imo inspect of a whole image: want a base line of scratch alone:\n%s", r)
 	}
 	byDigest := filepath.Join(dir, "by-digest.tar")
 	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "scratch", src.Ref("app@"+v2d.String()), "-o", byDigest); r.code != 0 {
@@ -137,4 +145,45 @@ func digest(t *testing.T, a sandbox.Artifact) v1.Hash {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// TestErrorMessages checks that errors read as one plain line: a
+// registry's error detail is not printed as a Go map, and a registry that
+// cannot be reached over plain HTTP is not said to have failed over HTTPS.
+func TestErrorMessages(t *testing.T) {
+	detailed, _, _ := registries(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/manifests/nope") {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				io.WriteString(w, `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"nope"}}]}`)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	tests := []struct {
+		name      string
+		args      []string
+		want      string
+		forbidden string
+	}{
+		{"not found", []string{"manifest", "--plain-http", detailed.Ref("app:nope")}, "MANIFEST_UNKNOWN: manifest unknown", "map["},
+		{"refused over plain HTTP", []string{"manifest", "--plain-http", "--retries", "0", closed + "/app:v1"}, "connecting to registry " + closed + " (plain HTTP): dial tcp", "https://"},
+		{"refused over HTTPS", []string{"manifest", "--retries", "0", closed + "/app:v1"}, "connecting to registry " + closed + " (HTTPS): dial tcp", "http://"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := imoCmd(t, "", tc.args...)
+			if r.code != exitError || !strings.Contains(r.stderr, tc.want) || strings.Contains(r.stderr, tc.forbidden) {
+				t.Errorf("imo %v: want exit 1 saying %q without %q:\n%s", tc.args, tc.want, tc.forbidden, r)
+			}
+		})
+	}
 }
