@@ -48,12 +48,16 @@ func (r ImageResult) Pushed() name.Digest {
 // repository itself). If any is missing it returns a [*MissingBlobsError]
 // naming all of them, which wraps [ErrMissingBlobs].
 //
-// dst is an image reference for an archive of one image. For an archive of
-// several images, or when dst ends in "/", dst is a target, a registry
+// dst is an image reference, REGISTRY/REPO[:TAG][@DIGEST], for an archive
+// of one image; it must name its registry ([ErrInvalidReference]
+// otherwise). Without a tag the image goes to the tag it had at the source,
+// or by digest when it had none; a digest must be the image's. For an
+// archive of several images or a bundle, or when dst is a registry
+// host[:port] alone or ends in "/", dst is a target, a registry
 // host[:port] with an optional /prefix: each image goes to the target, then
-// the repository path and tag of the reference the archive names it by
-// (an archive of registry.example/team/app:v2 pushed to site:5000/mirror
-// lands at site:5000/mirror/team/app:v2).
+// the repository path and tag of the reference the archive names it by (an
+// archive of registry.example/team/app:v2 pushed to site:5000/mirror lands
+// at site:5000/mirror/team/app:v2).
 func (i *Incremental) PushVet(ctx context.Context, archive, dst string) error {
 	_, err := i.VetArchive(ctx, archive, dst)
 	return err
