@@ -3,6 +3,7 @@ package imo
 import (
 	"context"
 	"io"
+	"sync"
 	"testing"
 
 	"github.com/imokit/imo/internal/sandbox"
@@ -21,8 +22,11 @@ func TestBarTotalIsPlanned(t *testing.T) {
 		t.Fatal(err)
 	}
 	bar := NewBarReporter(io.Discard).(*barReporter)
+	var mu sync.Mutex // Report runs on the transfer's goroutines
 	var maxes []int64
 	check := ReporterFunc(func(e Event) {
+		mu.Lock()
+		defer mu.Unlock()
 		bar.Report(e)
 		if bar.bar != nil {
 			maxes = append(maxes, bar.bar.GetMax64())
