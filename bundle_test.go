@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/sandbox"
 )
 
@@ -44,7 +45,7 @@ func bundleSetup(t *testing.T, f sandbox.Format) (*testRegistry, *sandbox.Produc
 func pullBundleFile(t *testing.T, inc *imo.Incremental, pairs []imo.Pair) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "bundle.tar")
-	if _, err := inc.PullBundleToFile(context.Background(), pairs, path); err != nil {
+	if _, err := pullBundleToFile(context.Background(), inc, pairs, path); err != nil {
 		t.Fatalf("PullBundleToFile() = %v", err)
 	}
 	return path
@@ -99,7 +100,7 @@ func TestPullBundle(t *testing.T) {
 			}
 
 			// The stream and a second pull give the same bytes.
-			rc, err := inc.PullBundle(context.Background(), pairs)
+			rc, err := pullBundle(context.Background(), inc, pairs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,7 +115,7 @@ func TestPullBundle(t *testing.T) {
 				t.Errorf("PullBundle() and PullBundleToFile() wrote different archives")
 			}
 
-			plan, err := imo.Inspect(context.Background(), path)
+			plan, err := archive.Inspect(context.Background(), path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +144,7 @@ func TestPullBundleSharedBase(t *testing.T) {
 		{Base: src.ref("team/web:v1"), Final: src.ref("team/web:v2")},
 		{Base: imo.Scratch, Final: src.ref("team/api:v2")},
 	}
-	plan, err := inc.PlanBundle(context.Background(), pairs)
+	plan, err := planBundle(context.Background(), inc, pairs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +169,7 @@ func TestPushBundle(t *testing.T) {
 	}
 	dst.resetCounts()
 	target := dst.Host + "/mirror"
-	results, err := inc.VetArchive(context.Background(), path, target)
+	results, err := vetArchive(context.Background(), inc, path, target)
 	if err != nil {
 		t.Fatalf("VetArchive() = %v", err)
 	}
@@ -179,7 +180,7 @@ func TestPushBundle(t *testing.T) {
 		t.Errorf("VetArchive() sent %d POST/PUT requests", n)
 	}
 
-	results, err = inc.PushArchive(context.Background(), path, target)
+	results, err = pushArchive(context.Background(), inc, path, target)
 	if err != nil {
 		t.Fatalf("PushArchive() = %v", err)
 	}
@@ -225,7 +226,7 @@ func TestPushBundlePartial(t *testing.T) {
 	for _, app := range []string{"web", "worker"} {
 		dst.write(t, dst.ref("site/team/"+app+":v1"), p.Images[app+":v1"])
 	}
-	results, err := inc.PushArchive(context.Background(), path, dst.Host+"/site/")
+	results, err := pushArchive(context.Background(), inc, path, dst.Host+"/site/")
 	if !errors.Is(err, imo.ErrMissingBlobs) {
 		t.Fatalf("PushArchive() = %v, want ErrMissingBlobs", err)
 	}
@@ -251,7 +252,7 @@ func TestBundleDestinations(t *testing.T) {
 	single := pullFile(t, inc, src.ref("team/web:v1"), src.ref("team/web:v2"))
 	dst := newTestRegistry(t, nil)
 	tests := []struct {
-		name, archive, dst string
+		name, arc, dst string
 		want               error
 	}{
 		{"bundle to a reference", bundle, dst.ref("team/web:v2"), imo.ErrInvalidReference},
@@ -260,7 +261,7 @@ func TestBundleDestinations(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := inc.VetArchive(context.Background(), tc.archive, tc.dst)
+			_, err := vetArchive(context.Background(), inc, tc.arc, tc.dst)
 			if !errors.Is(err, tc.want) {
 				t.Errorf("VetArchive(%s) = %v, want %v", tc.dst, err, tc.want)
 			}
@@ -268,12 +269,12 @@ func TestBundleDestinations(t *testing.T) {
 	}
 	// A bundle of one pair still goes to a target.
 	one := pullBundleFile(t, inc, pairs[:1])
-	results, err := inc.VetArchive(context.Background(), one, dst.Host+"/x")
+	results, err := vetArchive(context.Background(), inc, one, dst.Host+"/x")
 	if len(results) != 1 || results[0].Destination.String() != dst.ref("x/team/web:v2") {
 		t.Errorf("VetArchive(one-pair bundle, HOST/x) = %v, %v; want it at %s", results, err, dst.ref("x/team/web:v2"))
 	}
 	// A single image goes to a target when the destination ends in "/".
-	results, err = inc.VetArchive(context.Background(), single, dst.Host+"/x/")
+	results, err = vetArchive(context.Background(), inc, single, dst.Host+"/x/")
 	var missing *imo.MissingBlobsError
 	if !errors.As(err, &missing) || len(results) != 1 || results[0].Destination.String() != dst.ref("x/team/web:v2") {
 		t.Errorf("VetArchive(single, HOST/x/) = %v, %v; want missing blobs at %s", results, err, dst.ref("x/team/web:v2"))

@@ -7,10 +7,16 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/imokit/imo/archive"
+	"github.com/imokit/imo/internal/graph"
+	"github.com/imokit/imo/internal/verify"
+	"github.com/imokit/imo/inventory"
 )
 
 // Sentinel errors. Callers branch on them with [errors.Is]; the errors imo
 // returns wrap them together with the image, blob or registry at fault.
+// Some are the archive, inventory and manifest-walking packages' own: the
+// same values, so that errors.Is finds them whichever package is asked.
 var (
 	// ErrMissingBlobs means the destination lacks blobs that an archive
 	// references but does not carry. [*MissingBlobsError] wraps it and
@@ -20,7 +26,7 @@ var (
 	// ErrDigestMismatch means bytes read from a registry or an archive do not
 	// hash to the digest, or do not have the size, that their descriptor
 	// promises. [*DigestMismatchError] wraps it.
-	ErrDigestMismatch = errors.New("content does not match its descriptor")
+	ErrDigestMismatch = verify.ErrMismatch
 
 	// ErrNoMatchingPlatform means a platform selection matched no manifest
 	// of an image. [*PlatformError] wraps it.
@@ -28,31 +34,26 @@ var (
 
 	// ErrInvalidArchive means an archive is not a readable OCI image layout
 	// in a tar: a bad entry, a missing or malformed index.json, a manifest
-	// that is absent or does not parse.
-	ErrInvalidArchive = errors.New("invalid archive")
+	// that is absent or does not parse (archive.ErrInvalid).
+	ErrInvalidArchive = archive.ErrInvalid
 
 	// ErrInvalidManifest means a manifest or index does not parse, or its
-	// tree is beyond imo's limits (more than 10,000 manifests, or indexes
-	// nested more than 8 deep).
-	ErrInvalidManifest = errors.New("invalid manifest")
+	// tree is beyond imo's limits (more than 10,000 manifests, indexes
+	// nested more than 8 deep, a manifest over 8 MiB).
+	ErrInvalidManifest = graph.ErrInvalidManifest
 
 	// ErrUnsupportedMediaType means a manifest has a media type imo cannot
 	// carry, such as Docker schema 1.
-	ErrUnsupportedMediaType = errors.New("unsupported manifest media type")
+	ErrUnsupportedMediaType = graph.ErrUnsupportedMediaType
 
 	// ErrInvalidOption means the options given to [New] are invalid or
 	// conflict with each other. Every method of the [Incremental] returns it.
 	ErrInvalidOption = errors.New("invalid option")
 
-	// ErrInvalidPairs means a list of base and final pairs (see
-	// [ParsePairs]) is malformed: a line without exactly two references,
-	// JSON that does not parse, a final image listed twice.
+	// ErrInvalidPairs means the images given to [Incremental.Resolve] are
+	// malformed: a pair without a base or a final image, a final image
+	// listed twice.
 	ErrInvalidPairs = errors.New("invalid list of image pairs")
-
-	// ErrInvalidTarget means an archive's image cannot be placed under a
-	// target: it has no reference name, or one whose repository path imo
-	// cannot push to, or two images land at the same reference.
-	ErrInvalidTarget = errors.New("invalid destination")
 
 	// ErrInvalidReference means a reference the caller gave does not parse
 	// (the error says why: upper-case letters in a repository, a tag longer
@@ -60,7 +61,30 @@ var (
 	// registry, or is neither an image reference nor a registry
 	// host[:port] with an optional /prefix.
 	ErrInvalidReference = errors.New("invalid reference")
+
+	// ErrInvalidTarget means an archive's image cannot be placed under a
+	// target: it has no reference name, or one whose repository path imo
+	// cannot push to, or two images land at the same reference.
+	ErrInvalidTarget = errors.New("invalid destination")
+
+	// ErrInvalidInventory means an inventory file is not one imo can use
+	// (inventory.ErrInvalid).
+	ErrInvalidInventory = inventory.ErrInvalid
+
+	// ErrEncoderMismatch means an archive carries a layer as a sub-layer
+	// delta whose recipe this build of imo cannot reproduce byte for byte
+	// (another version of the encoder). Vet and push refuse such an archive
+	// before uploading anything; pull it again with the same imo version
+	// as the push side, or without sub-layer deltas.
+	ErrEncoderMismatch = errors.New("sub-layer delta needs an encoder this build does not reproduce")
 )
+
+// DigestMismatchError reports content whose digest or size differs from its
+// descriptor: Source says where it was read (a registry repository or an
+// archive), Want and WantSize what the descriptor promised, Got and GotSize
+// what was read (Got is empty when the size was wrong). It wraps
+// [ErrDigestMismatch].
+type DigestMismatchError = verify.MismatchError
 
 // MissingBlob is one blob that an archive leaves out and the destination
 // repository does not hold.
@@ -95,32 +119,6 @@ func (e *MissingBlobsError) Error() string {
 
 // Unwrap returns [ErrMissingBlobs].
 func (e *MissingBlobsError) Unwrap() error { return ErrMissingBlobs }
-
-// DigestMismatchError reports content whose digest or size differs from its
-// descriptor. It wraps [ErrDigestMismatch].
-type DigestMismatchError struct {
-	// Source names where the content was read: a registry repository or an archive.
-	Source string
-	// Want is the digest the descriptor promised.
-	Want v1.Hash
-	// WantSize is the size the descriptor promised.
-	WantSize int64
-	// Got is the digest of the bytes read; it is empty when the size was wrong.
-	Got v1.Hash
-	// GotSize is the number of bytes read.
-	GotSize int64
-}
-
-// Error names the content, where it came from, and what was wrong with it.
-func (e *DigestMismatchError) Error() string {
-	if e.GotSize != e.WantSize {
-		return fmt.Sprintf("%s from %s: got %d bytes, want %d", e.Want, e.Source, e.GotSize, e.WantSize)
-	}
-	return fmt.Sprintf("%s from %s: bytes hash to %s", e.Want, e.Source, e.Got)
-}
-
-// Unwrap returns [ErrDigestMismatch].
-func (e *DigestMismatchError) Unwrap() error { return ErrDigestMismatch }
 
 // PlatformError reports a platform selection that matched nothing. It wraps
 // [ErrNoMatchingPlatform].

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 )
 
 // exampleRegistries starts two in-process registries on 127.0.0.1: src
@@ -57,7 +58,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	archive := filepath.Join(dir, "difference.tar")
+	arc := filepath.Join(dir, "difference.tar")
 
 	// The registries here speak plain HTTP; imo uses HTTPS unless told.
 	inc := imo.New(imo.WithPlainHTTP())
@@ -68,7 +69,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer diff.Close()
-	f, err := os.Create(archive)
+	f, err := os.Create(arc)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func Example() {
 	}
 
 	// Inspect: what the archive carries, without a registry.
-	plan, err := imo.Inspect(ctx, archive)
+	plan, err := archive.Inspect(ctx, arc)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -93,10 +94,10 @@ func Example() {
 	fmt.Printf("the archive carries %d of %d blobs\n", carried, len(plan.Blobs))
 
 	// Vet, then push, at the far side.
-	if err := inc.PushVet(ctx, archive, dst+"/app:v2"); err != nil {
+	if err := inc.PushVet(ctx, arc, dst+"/app:v2"); err != nil {
 		log.Fatal(err)
 	}
-	if err := inc.Push(ctx, archive, dst+"/app:v2"); err != nil {
+	if err := inc.Push(ctx, arc, dst+"/app:v2"); err != nil {
 		log.Fatal(err)
 	}
 	pushed, err := remote.Head(mustParse(dst + "/app:v2"))

@@ -52,7 +52,7 @@ func TestPullUnderFaults(t *testing.T) {
 					t.Errorf("the archive pulled with faults differs (injected %v)", faults.Injected())
 				}
 				path := filepath.Join(t.TempDir(), "a.tar")
-				if _, err := inc.PullToFile(context.Background(), base, src.ref("app:v2"), path); err != nil {
+				if _, err := pullToFile(context.Background(), inc, base, src.ref("app:v2"), path); err != nil {
 					t.Fatalf("PullToFile() with 10%% faults = %v (injected %v)", err, faults.Injected())
 				}
 				faults.SetRate(0)
@@ -71,13 +71,13 @@ func TestPullUnderFaults(t *testing.T) {
 // requests and checks that the destination ends up with the source digest.
 func TestPushUnderFaults(t *testing.T) {
 	src, pair := setup(t, oci, "linux/amd64", "linux/arm64")
-	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+	arc := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
 	total := map[string]int{}
 	for seed := range uint64(6) {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			faults := sandbox.NewFaultInjector(seed, 0.1, 5*time.Millisecond)
 			dst := newTestRegistry(t, faults.Wrap)
-			if err := imo.New(imo.WithPlainHTTP(), patient).Push(context.Background(), archive, dst.ref("app:v2")); err != nil {
+			if err := imo.New(imo.WithPlainHTTP(), patient).Push(context.Background(), arc, dst.ref("app:v2")); err != nil {
 				t.Fatalf("Push() with 10%% faults = %v (injected %v)", err, faults.Injected())
 			}
 			faults.SetRate(0)
@@ -98,7 +98,7 @@ func TestPushUnderFaults(t *testing.T) {
 // retry budget, with an error naming what failed, and leave no tag.
 func TestPermanentFaults(t *testing.T) {
 	src, _ := setup(t, docker, "linux/amd64")
-	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+	arc := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
 	faults := sandbox.NewFaultInjector(1, 1, 0)
 	broken := newTestRegistry(t, faults.Wrap)
 	inc := imo.New(imo.WithPlainHTTP(), imo.WithRetries(2, time.Millisecond))
@@ -107,7 +107,7 @@ func TestPermanentFaults(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), broken.Host) {
 		t.Errorf("Pull() from a broken registry = %v, want an error naming %s", err, broken.Host)
 	}
-	err = inc.Push(context.Background(), archive, broken.ref("app:v2"))
+	err = inc.Push(context.Background(), arc, broken.ref("app:v2"))
 	if err == nil || !strings.Contains(err.Error(), broken.Host) {
 		t.Errorf("Push() into a broken registry = %v, want an error naming %s", err, broken.Host)
 	}

@@ -12,6 +12,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
+	"github.com/imokit/imo/inventory"
 	"github.com/imokit/imo/internal/sandbox"
 )
 
@@ -25,7 +27,7 @@ func TestHave(t *testing.T) {
 	ctx := context.Background()
 	inc := imo.New(imo.WithPlainHTTP())
 	first := pullBundleFile(t, inc, []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/web:v2")}})
-	if _, err := inc.PushArchive(ctx, first, site.Host+"/site/"); err != nil {
+	if _, err := pushArchive(ctx, inc, first, site.Host+"/site/"); err != nil {
 		t.Fatalf("PushArchive(first) = %v", err)
 	}
 	inv, err := inc.Inventory(ctx, site.Host+"/site")
@@ -36,7 +38,7 @@ func TestHave(t *testing.T) {
 	withHave := imo.New(imo.WithPlainHTTP(), imo.WithHave(inv))
 	pairs := []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/api:v3")}, {Base: imo.Scratch, Final: src.ref("team/worker:v3")}}
 	second := pullBundleFile(t, withHave, pairs)
-	plan, err := imo.Inspect(ctx, second)
+	plan, err := archive.Inspect(ctx, second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +48,7 @@ func TestHave(t *testing.T) {
 	}
 	names := tarNames(t, b)
 	for _, ib := range inv.Blobs {
-		if hasBlob(names, ib.Digest) && ib.Kind != imo.InventoryManifest {
+		if hasBlob(names, ib.Digest) && ib.Kind != inventory.KindManifest {
 			t.Errorf("the second bundle carries %s, which the inventory lists", ib.Digest)
 		}
 	}
@@ -59,7 +61,7 @@ func TestHave(t *testing.T) {
 	for _, pb := range plan.Blobs {
 		if pb.Digest == p.Patch {
 			heldBy = pb.HeldBy
-			if !strings.HasPrefix(pb.Reason, "in the inventory of "+site.Host+"/site taken ") {
+			if !strings.HasPrefix(string(pb.Reason), "in the inventory of "+site.Host+"/site taken ") {
 				t.Errorf("the patch layer is left out because %q", pb.Reason)
 			}
 		}
@@ -67,7 +69,7 @@ func TestHave(t *testing.T) {
 	if len(heldBy) != 1 || heldBy[0] != "site/team/web" {
 		t.Errorf("the plan says the patch layer is held by %v, want [site/team/web]", heldBy)
 	}
-	full, err := inc.PlanBundle(ctx, pairs)
+	full, err := planBundle(ctx, inc, pairs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,10 +85,10 @@ func TestHave(t *testing.T) {
 	// The far side still holds everything: vet passes, and push mounts the
 	// shared layers from site/team/web into the new repositories.
 	site.resetCounts()
-	if _, err := inc.VetArchive(ctx, second, site.Host+"/site"); err != nil {
+	if _, err := vetArchive(ctx, inc, second, site.Host+"/site"); err != nil {
 		t.Fatalf("VetArchive(second) = %v", err)
 	}
-	results, err := inc.PushArchive(ctx, second, site.Host+"/site")
+	results, err := pushArchive(ctx, inc, second, site.Host+"/site")
 	if err != nil {
 		t.Fatalf("PushArchive(second) = %v", err)
 	}
@@ -108,7 +110,7 @@ func TestHave(t *testing.T) {
 	// A registry that does not hold what the inventory listed: vet names
 	// every blob that disappeared.
 	other := newTestRegistry(t, nil)
-	_, err = inc.VetArchive(ctx, second, other.Host+"/site")
+	_, err = vetArchive(ctx, inc, second, other.Host+"/site")
 	var missing *imo.MissingBlobsError
 	if !errors.As(err, &missing) {
 		t.Fatalf("VetArchive(elsewhere) = %v, want missing blobs", err)
@@ -123,7 +125,7 @@ func TestHave(t *testing.T) {
 }
 
 func TestHaveNil(t *testing.T) {
-	_, err := imo.New(imo.WithHave(nil)).Plan(context.Background(), imo.Scratch, "example.com/a:b")
+	_, err := planOf(context.Background(), imo.New(imo.WithHave(nil)), imo.Scratch, "example.com/a:b")
 	if !errors.Is(err, imo.ErrInvalidOption) {
 		t.Errorf("WithHave(nil) = %v, want ErrInvalidOption", err)
 	}
@@ -138,7 +140,7 @@ func TestHaveWithBase(t *testing.T) {
 	ctx := context.Background()
 	inc := imo.New(imo.WithPlainHTTP())
 	first := pullBundleFile(t, inc, []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/web:v1")}})
-	if _, err := inc.PushArchive(ctx, first, site.Host+"/site/"); err != nil {
+	if _, err := pushArchive(ctx, inc, first, site.Host+"/site/"); err != nil {
 		t.Fatal(err)
 	}
 	inv, err := inc.Inventory(ctx, site.Host+"/site")
@@ -148,7 +150,7 @@ func TestHaveWithBase(t *testing.T) {
 	withHave := imo.New(imo.WithPlainHTTP(), imo.WithHave(inv))
 	for _, base := range []string{imo.Scratch, src.ref("team/api:v1")} {
 		path := pullBundleFile(t, withHave, []imo.Pair{{Base: base, Final: src.ref("team/api:v2")}})
-		if _, err := withHave.PushArchive(ctx, path, site.Host+"/site"); err != nil {
+		if _, err := pushArchive(ctx, withHave, path, site.Host+"/site"); err != nil {
 			t.Errorf("base %s: PushArchive() = %v", base, err)
 		}
 	}
@@ -163,8 +165,8 @@ func TestHeldBySources(t *testing.T) {
 	src.write(t, src.ref("team/app:v1"), pair.V1)
 	src.write(t, src.ref("team/app:v2"), pair.V2)
 	inc := imo.New(imo.WithPlainHTTP())
-	archive := pullBundleFile(t, inc, []imo.Pair{{Base: src.ref("team/app:v1"), Final: src.ref("team/app:v2")}})
-	editPlan(t, archive, func(p *imo.Plan) {
+	arc := pullBundleFile(t, inc, []imo.Pair{{Base: src.ref("team/app:v1"), Final: src.ref("team/app:v2")}})
+	editPlan(t, arc, func(p *archive.Plan) {
 		for k := range p.Blobs {
 			if !p.Blobs[k].Included {
 				p.Blobs[k].HeldBy = []string{"site/secret/base", "site/public/base", "elsewhere/base"}
@@ -184,7 +186,7 @@ func TestHeldBySources(t *testing.T) {
 	dst.resetCounts()
 	ctx := context.Background()
 	// Only outside the prefix: missing.
-	if _, err := inc.VetArchive(ctx, archive, dst.Host+"/site"); !errors.Is(err, imo.ErrMissingBlobs) {
+	if _, err := vetArchive(ctx, inc, arc, dst.Host+"/site"); !errors.Is(err, imo.ErrMissingBlobs) {
 		t.Errorf("VetArchive() with the blobs only outside the prefix = %v, want ErrMissingBlobs", err)
 	}
 	if n := dst.count(http.MethodHead, "/elsewhere/"); n != 0 {
@@ -192,19 +194,19 @@ func TestHeldBySources(t *testing.T) {
 	}
 	// Under the prefix, after a repository it may not read: found.
 	dst.write(t, dst.ref("site/public/base:v1"), pair.V1)
-	if _, err := inc.PushArchive(ctx, archive, dst.Host+"/site"); err != nil {
+	if _, err := pushArchive(ctx, inc, arc, dst.Host+"/site"); err != nil {
 		t.Errorf("PushArchive() = %v; want the blobs mounted from site/public/base", err)
 	}
 	// Pushed to an explicit reference, the archive names no mount source.
 	single := pullFile(t, inc, src.ref("team/app:v1"), src.ref("team/app:v2"))
-	editPlan(t, single, func(p *imo.Plan) {
+	editPlan(t, single, func(p *archive.Plan) {
 		for k := range p.Blobs {
 			if !p.Blobs[k].Included {
 				p.Blobs[k].HeldBy = []string{"site/public/base"}
 			}
 		}
 	})
-	if _, err := inc.VetArchive(ctx, single, dst.ref("site/other:v2")); !errors.Is(err, imo.ErrMissingBlobs) {
+	if _, err := vetArchive(ctx, inc, single, dst.ref("site/other:v2")); !errors.Is(err, imo.ErrMissingBlobs) {
 		t.Errorf("VetArchive(reference) = %v, want ErrMissingBlobs", err)
 	}
 }
@@ -217,8 +219,8 @@ func TestHeldByLimit(t *testing.T) {
 	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
 	src.write(t, src.ref("app:v1"), pair.V1)
 	src.write(t, src.ref("app:v2"), pair.V2)
-	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
-	editPlan(t, archive, func(p *imo.Plan) {
+	arc := pullFile(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
+	editPlan(t, arc, func(p *archive.Plan) {
 		for k := range p.Blobs {
 			if !p.Blobs[k].Included {
 				for n := range 100_000 {
@@ -229,7 +231,7 @@ func TestHeldByLimit(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	plan, err := imo.Inspect(ctx, archive)
+	plan, err := archive.Inspect(ctx, arc)
 	if err != nil {
 		t.Fatalf("Inspect() = %v", err)
 	}
@@ -240,7 +242,7 @@ func TestHeldByLimit(t *testing.T) {
 	}
 	dst := newTestRegistry(t, nil)
 	dst.write(t, dst.ref("app:v1"), pair.V1)
-	if _, err := imo.New(imo.WithPlainHTTP()).PushArchive(ctx, archive, dst.ref("app:v2")); err != nil {
+	if _, err := pushArchive(ctx, imo.New(imo.WithPlainHTTP()), arc, dst.ref("app:v2")); err != nil {
 		t.Errorf("PushArchive() = %v", err)
 	}
 }
@@ -263,8 +265,8 @@ func TestHeldByManyRepositories(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	archive := pullBundleFile(t, imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)), []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/app:v2")}})
-	if _, err := inc.PushArchive(ctx, archive, site.Host+"/site"); err != nil {
+	arc := pullBundleFile(t, imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)), []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/app:v2")}})
+	if _, err := pushArchive(ctx, inc, arc, site.Host+"/site"); err != nil {
 		t.Errorf("PushArchive() = %v; want the left-out blobs mounted from site/base", err)
 	}
 }
@@ -283,8 +285,8 @@ func TestHeldByPrefixRepository(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	archive := pullBundleFile(t, imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)), []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/app:v2")}})
-	if _, err := inc.PushArchive(ctx, archive, site.Host+"/mirror"); err != nil {
+	arc := pullBundleFile(t, imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)), []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/app:v2")}})
+	if _, err := pushArchive(ctx, inc, arc, site.Host+"/mirror"); err != nil {
 		t.Errorf("PushArchive() = %v; the inventory saw the blobs in the repository mirror", err)
 	}
 }

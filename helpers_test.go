@@ -14,6 +14,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/sandbox"
 )
 
@@ -130,9 +131,9 @@ func hasBlob(names []string, h v1.Hash) bool {
 }
 
 // entry returns the content of the named entry of a tar archive.
-func entry(t testing.TB, archive []byte, name string) []byte {
+func entry(t testing.TB, arc []byte, name string) []byte {
 	t.Helper()
-	tr := tar.NewReader(bytes.NewReader(archive))
+	tr := tar.NewReader(bytes.NewReader(arc))
 	for {
 		h, err := tr.Next()
 		if err != nil {
@@ -149,9 +150,9 @@ func entry(t testing.TB, archive []byte, name string) []byte {
 }
 
 // readLayout returns the digest of the image an archive's index.json names.
-func readLayout(t testing.TB, archive []byte) v1.Hash {
+func readLayout(t testing.TB, arc []byte) v1.Hash {
 	t.Helper()
-	idx, err := v1.ParseIndexManifest(bytes.NewReader(entry(t, archive, "index.json")))
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(entry(t, arc, "index.json")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +163,8 @@ func readLayout(t testing.TB, archive []byte) v1.Hash {
 }
 
 // extract unpacks a tar archive into dir.
-func extract(archive []byte, dir string) error {
-	tr := tar.NewReader(bytes.NewReader(archive))
+func extract(arc []byte, dir string) error {
+	tr := tar.NewReader(bytes.NewReader(arc))
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -190,4 +191,86 @@ func extract(archive []byte, dir string) error {
 			return err
 		}
 	}
+}
+
+// pullToFile resolves a pull of one image and writes its archive to path.
+func pullToFile(ctx context.Context, inc *imo.Incremental, base, final, path string) (*archive.Plan, error) {
+	return writeFile(ctx, inc, imo.Pair{Base: base, Final: final}, path)
+}
+
+// pullBundleToFile resolves a bundle and writes its archive to path.
+func pullBundleToFile(ctx context.Context, inc *imo.Incremental, pairs []imo.Pair, path string) (*archive.Plan, error) {
+	return writeFile(ctx, inc, imo.Bundle(pairs), path)
+}
+
+func writeFile(ctx context.Context, inc *imo.Incremental, images imo.Images, path string) (*archive.Plan, error) {
+	d, err := inc.Resolve(ctx, images)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Plan(), d.WriteFile(ctx, path)
+}
+
+// pullBundle resolves a bundle and streams its archive, as Pull does.
+func pullBundle(ctx context.Context, inc *imo.Incremental, pairs []imo.Pair) (io.ReadCloser, error) {
+	d, err := inc.Resolve(ctx, imo.Bundle(pairs))
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		defer d.Close()
+		pw.CloseWithError(d.WriteTo(ctx, pw))
+	}()
+	return pr, nil
+}
+
+// planOf is the plan of a pull of one image.
+func planOf(ctx context.Context, inc *imo.Incremental, base, final string) (*archive.Plan, error) {
+	return planFor(ctx, inc, imo.Pair{Base: base, Final: final})
+}
+
+// planBundle is the plan of a bundle.
+func planBundle(ctx context.Context, inc *imo.Incremental, pairs []imo.Pair) (*archive.Plan, error) {
+	return planFor(ctx, inc, imo.Bundle(pairs))
+}
+
+func planFor(ctx context.Context, inc *imo.Incremental, images imo.Images) (*archive.Plan, error) {
+	d, err := inc.Resolve(ctx, images)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Plan(), nil
+}
+
+// pushArchive opens the archive at path and pushes it.
+func pushArchive(ctx context.Context, inc *imo.Incremental, path, dst string) ([]imo.ImageResult, error) {
+	a, err := archive.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	return inc.PushArchive(ctx, a, dst)
+}
+
+// vetArchive opens the archive at path and vets it.
+func vetArchive(ctx context.Context, inc *imo.Incremental, path, dst string) ([]imo.ImageResult, error) {
+	a, err := archive.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	return inc.VetArchive(ctx, a, dst)
+}
+
+// pushStream spools an archive from r into dir and pushes it.
+func pushStream(ctx context.Context, inc *imo.Incremental, dir string, r io.Reader, dst string) ([]imo.ImageResult, error) {
+	a, err := archive.Spool(ctx, r, dir, "the stream")
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	return inc.PushArchive(ctx, a, dst)
 }

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/sandbox"
 	"github.com/imokit/imo/internal/sublayer"
 	"github.com/klauspost/compress/zstd"
@@ -65,13 +66,13 @@ func rewriteArchive(t *testing.T, path string, edit func(name string, b []byte) 
 }
 
 // editPlan rewrites imo.json in the archive at path.
-func editPlan(t *testing.T, path string, edit func(p *imo.Plan)) {
+func editPlan(t *testing.T, path string, edit func(p *archive.Plan)) {
 	t.Helper()
 	rewriteArchive(t, path, func(name string, b []byte) (string, []byte) {
-		if name != imo.PlanFile {
+		if name != archive.PlanFile {
 			return name, b
 		}
-		var p imo.Plan
+		var p archive.Plan
 		if err := json.Unmarshal(b, &p); err != nil {
 			t.Fatal(err)
 		}
@@ -104,9 +105,9 @@ func TestPushRefusesPrefixEscape(t *testing.T) {
 	// go-containerregistry accepts "host/mirror/../../admin/app"; pushed
 	// under a prefix it must not land outside it.
 	path, _ := twoImageBundle(t)
-	editPlan(t, path, func(p *imo.Plan) { p.Images[1].Final.Reference = "example.com/mirror/../../admin/app:v2" })
+	editPlan(t, path, func(p *archive.Plan) { p.Images[1].Final.Reference = "example.com/mirror/../../admin/app:v2" })
 	dst := newTestRegistry(t, nil)
-	_, err := imo.New(imo.WithPlainHTTP()).PushArchive(context.Background(), path, dst.Host+"/mirror")
+	_, err := pushArchive(context.Background(), imo.New(imo.WithPlainHTTP()), path, dst.Host+"/mirror")
 	if !errors.Is(err, imo.ErrInvalidTarget) {
 		t.Errorf("PushArchive() = %v, want ErrInvalidTarget", err)
 	}
@@ -125,12 +126,12 @@ func TestPushRefusesForgedArtifact(t *testing.T) {
 			forgedPath := filepath.Join(t.TempDir(), "forged.tar")
 			b, _ := os.ReadFile(path)
 			os.WriteFile(forgedPath, b, 0o644)
-			editPlan(t, forgedPath, func(plan *imo.Plan) {
+			editPlan(t, forgedPath, func(plan *archive.Plan) {
 				plan.Images[1].Subject = digest(t, p.Images["web:v2"])
 				plan.Images[1].Final.Reference = forged
 			})
 			dst := newTestRegistry(t, nil)
-			_, err := imo.New(imo.WithPlainHTTP()).PushArchive(context.Background(), forgedPath, dst.Host+"/mirror")
+			_, err := pushArchive(context.Background(), imo.New(imo.WithPlainHTTP()), forgedPath, dst.Host+"/mirror")
 			if !errors.Is(err, imo.ErrInvalidArchive) {
 				t.Errorf("PushArchive() = %v, want ErrInvalidArchive", err)
 			}
@@ -166,7 +167,7 @@ func forgeDelta(t *testing.T, path string, h v1.Hash, base v1.Hash, content stri
 	zw.Close()
 
 	var baseDesc v1.Descriptor
-	editPlan(t, path, func(p *imo.Plan) {
+	editPlan(t, path, func(p *archive.Plan) {
 		for _, b := range p.Blobs {
 			if b.Digest == base {
 				baseDesc = v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
@@ -175,7 +176,7 @@ func forgeDelta(t *testing.T, path string, h v1.Hash, base v1.Hash, content stri
 		for k, b := range p.Blobs {
 			if b.Digest == h {
 				p.Blobs[k].Included = false
-				p.Blobs[k].Delta = &imo.PlanDelta{Size: int64(delta.Len()), DiffID: h, Recipe: "forged", Bases: []v1.Descriptor{baseDesc}}
+				p.Blobs[k].Delta = &archive.PlanDelta{Size: int64(delta.Len()), DiffID: h, Recipe: "forged", Bases: []v1.Descriptor{baseDesc}}
 			}
 		}
 	})
@@ -209,7 +210,7 @@ func TestPushStopsExpandingDelta(t *testing.T) {
 			forgeDelta(t, path, pair.Changed[0], pair.Shared[0], sandbox.Text("os linux/amd64", 128<<10), tc.recipe, 4000)
 			tmp := t.TempDir()
 			dst.resetCounts()
-			_, err := imo.New(imo.WithPlainHTTP(), imo.WithTempDir(tmp)).PushArchive(context.Background(), path, dst.ref("app:v2"))
+			_, err := pushArchive(context.Background(), imo.New(imo.WithPlainHTTP(), imo.WithTempDir(tmp)), path, dst.ref("app:v2"))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("PushArchive() = %v, want an error saying %q", err, tc.want)
 			}

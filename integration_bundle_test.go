@@ -34,17 +34,17 @@ func TestDistributionBundle(t *testing.T) {
 	ctx := context.Background()
 	inc := imo.New(imo.WithPlainHTTP())
 	path := filepath.Join(t.TempDir(), "bundle.tar")
-	if _, err := inc.PullBundleToFile(ctx, pairs, path); err != nil {
+	if _, err := pullBundleToFile(ctx, inc, pairs, path); err != nil {
 		t.Fatalf("PullBundleToFile() = %v", err)
 	}
 
 	proxy := sandbox.NewProxy(dst.Host)
 	defer proxy.Close()
 	target := proxy.Host + "/site"
-	if _, err := inc.VetArchive(ctx, path, target); err != nil {
+	if _, err := vetArchive(ctx, inc, path, target); err != nil {
 		t.Fatalf("VetArchive() = %v", err)
 	}
-	results, err := inc.PushArchive(ctx, path, target)
+	results, err := pushArchive(ctx, inc, path, target)
 	if err != nil {
 		t.Fatalf("PushArchive() = %v", err)
 	}
@@ -93,7 +93,7 @@ func TestDistributionBundle(t *testing.T) {
 		{Base: imo.Scratch, Final: src.Host + "/team/web:v3"},
 	}
 	path2 := filepath.Join(t.TempDir(), "second.tar")
-	plan, err := imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)).PullBundleToFile(ctx, second, path2)
+	plan, err := pullBundleToFile(ctx, imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)), second, path2)
 	if err != nil {
 		t.Fatalf("PullBundleToFile(--have) = %v", err)
 	}
@@ -104,7 +104,7 @@ func TestDistributionBundle(t *testing.T) {
 	}
 	carried, whole := plan.Bytes()
 	t.Logf("second bundle: %d of %d bytes carried", carried, whole)
-	results, err = inc.PushArchive(ctx, path2, proxy.Host+"/site")
+	results, err = pushArchive(ctx, inc, path2, proxy.Host+"/site")
 	if err != nil {
 		t.Fatalf("PushArchive(second) = %v", err)
 	}

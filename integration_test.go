@@ -203,12 +203,12 @@ func TestDistributionInterruptedPush(t *testing.T) {
 	dst := realRegistry(t, sandbox.DistributionOptions{})
 	pair := newAppPair(t, oci, "linux/amd64", "linux/arm64")
 	writeTo(t, src.Host+"/app:v2", pair.V2)
-	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.Host+"/app:v2")
+	arc := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.Host+"/app:v2")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	interrupted := imo.New(imo.WithPlainHTTP(), imo.WithTransport(cancelAfter{http.DefaultTransport, cancel}))
-	if err := interrupted.Push(ctx, archive, dst.Host+"/app:v2"); !errors.Is(err, context.Canceled) {
+	if err := interrupted.Push(ctx, arc, dst.Host+"/app:v2"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted Push() = %v, want context.Canceled", err)
 	}
 	if _, err := headDigest(dst.Host + "/app:v2"); err == nil {
@@ -223,7 +223,7 @@ func TestDistributionInterruptedPush(t *testing.T) {
 			t.Errorf("an interrupted push left manifest %s", m.Digest)
 		}
 	}
-	if err := imo.New(imo.WithPlainHTTP()).Push(context.Background(), archive, dst.Host+"/app:v2"); err != nil {
+	if err := imo.New(imo.WithPlainHTTP()).Push(context.Background(), arc, dst.Host+"/app:v2"); err != nil {
 		t.Fatalf("Push() after an interrupted one = %v", err)
 	}
 	if got, err := headDigest(dst.Host + "/app:v2"); err != nil || got != digest(t, pair.V2) {
@@ -252,11 +252,11 @@ func TestDistributionTLSAndAuth(t *testing.T) {
 		{"wrong CA", []imo.Option{imo.WithCABundle(otherCA.PEM), imo.WithFinalAuth("alice", "s3cret-pw")}, "certificate"},
 		{"wrong password", []imo.Option{imo.WithCABundle(ca.PEM), imo.WithFinalAuth("alice", "wrong-pw")}, "UNAUTHORIZED"},
 		{"no credentials", []imo.Option{imo.WithCABundle(ca.PEM), imo.WithKeychain(authn.NewMultiKeychain())}, "UNAUTHORIZED"},
-		{"plain HTTP to a TLS registry", []imo.Option{imo.WithPlainHTTPPull(), imo.WithFinalAuth("alice", "s3cret-pw")}, "400"},
+		{"plain HTTP to a TLS registry", []imo.Option{imo.WithPlainHTTP(), imo.WithFinalAuth("alice", "s3cret-pw")}, "400"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := imo.New(tc.opts...).Plan(context.Background(), imo.Scratch, reg.Host+"/app:v2")
+			_, err := planOf(context.Background(), imo.New(tc.opts...), imo.Scratch, reg.Host+"/app:v2")
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Errorf("Plan() = %v", err)
@@ -296,16 +296,16 @@ func TestSkopeo(t *testing.T) {
 
 	t.Run("skopeo reads imo's oci-archive", func(t *testing.T) {
 		for _, ref := range []string{"multi:v2", "single:v2"} {
-			archive := pullFile(t, inc, imo.Scratch, src.Host+"/"+ref)
+			arc := pullFile(t, inc, imo.Scratch, src.Host+"/"+ref)
 			want, err := headDigest(src.Host + "/" + ref)
 			if err != nil {
 				t.Fatal(err)
 			}
-			raw := skopeo(t, "inspect", "--raw", "oci-archive:"+archive)
+			raw := skopeo(t, "inspect", "--raw", "oci-archive:"+arc)
 			if got := sha256.Sum256(raw); hex.EncodeToString(got[:]) != want.Hex {
 				t.Errorf("skopeo inspect --raw oci-archive: digest sha256:%x, want %s", got, want)
 			}
-			skopeo(t, "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "oci-archive:"+archive, "docker://"+dst.Host+"/skopeo-"+ref)
+			skopeo(t, "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "oci-archive:"+arc, "docker://"+dst.Host+"/skopeo-"+ref)
 			if got, err := headDigest(dst.Host + "/skopeo-" + ref); err != nil || got != want {
 				t.Errorf("skopeo copy of %s landed on %s (%v), want %s", ref, got, err, want)
 			}
@@ -313,9 +313,9 @@ func TestSkopeo(t *testing.T) {
 	})
 
 	t.Run("skopeo reads imo's docker-archive", func(t *testing.T) {
-		archive := pullFile(t, inc, imo.Scratch, src.Host+"/single:v2")
+		arc := pullFile(t, inc, imo.Scratch, src.Host+"/single:v2")
 		var info struct{ Layers []string }
-		if err := json.Unmarshal(skopeo(t, "inspect", "docker-archive:"+archive), &info); err != nil {
+		if err := json.Unmarshal(skopeo(t, "inspect", "docker-archive:"+arc), &info); err != nil {
 			t.Fatal(err)
 		}
 		img := single.V2.(v1.Image)
@@ -326,7 +326,7 @@ func TestSkopeo(t *testing.T) {
 		if len(info.Layers) != len(layers) {
 			t.Errorf("skopeo sees %d layers, want %d", len(info.Layers), len(layers))
 		}
-		config := skopeo(t, "inspect", "--config", "--raw", "docker-archive:"+archive)
+		config := skopeo(t, "inspect", "--config", "--raw", "docker-archive:"+arc)
 		wantConfig, err := img.ConfigName()
 		if err != nil {
 			t.Fatal(err)
@@ -338,16 +338,16 @@ func TestSkopeo(t *testing.T) {
 
 	t.Run("imo pushes skopeo's oci-archive", func(t *testing.T) {
 		for _, ref := range []string{"multi:v2", "single:v2"} {
-			archive := filepath.Join(t.TempDir(), "skopeo.tar")
-			skopeo(t, "copy", "--all", "--preserve-digests", "--src-tls-verify=false", "docker://"+src.Host+"/"+ref, "oci-archive:"+archive)
+			arc := filepath.Join(t.TempDir(), "skopeo.tar")
+			skopeo(t, "copy", "--all", "--preserve-digests", "--src-tls-verify=false", "docker://"+src.Host+"/"+ref, "oci-archive:"+arc)
 			want, err := headDigest(src.Host + "/" + ref)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := inc.PushVet(ctx, archive, dst.Host+"/from-skopeo-"+ref); err != nil {
+			if err := inc.PushVet(ctx, arc, dst.Host+"/from-skopeo-"+ref); err != nil {
 				t.Errorf("PushVet(skopeo's archive of %s) = %v", ref, err)
 			}
-			pushed, err := inc.PushArchive(ctx, archive, dst.Host+"/from-skopeo-"+ref)
+			pushed, err := pushArchive(ctx, inc, arc, dst.Host+"/from-skopeo-"+ref)
 			if err != nil {
 				t.Fatalf("PushArchive(skopeo's archive of %s) = %v", ref, err)
 			}

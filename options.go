@@ -13,6 +13,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/imokit/imo/internal/reference"
+	"github.com/imokit/imo/internal/registry"
+	"github.com/imokit/imo/inventory"
 )
 
 // defaultJobs is how many blobs imo moves at once unless [WithJobs] says otherwise.
@@ -33,8 +36,7 @@ type options struct {
 
 	insecurePull bool
 	insecurePush bool
-	plainPull    bool
-	plainPush    bool
+	plainHTTP    bool
 
 	allArchitectures bool
 	platforms        []v1.Platform
@@ -45,9 +47,9 @@ type options struct {
 	transport  http.RoundTripper
 	namespace  string
 	mountFrom  []string
-	retry      retryPolicy
+	retry      registry.Policy
 	referrers  bool
-	have       []*Inventory
+	have       []*inventory.Inventory
 	sublayer   bool
 
 	errs []error
@@ -59,7 +61,7 @@ func defaultOptions() options {
 		keychain: authn.DefaultKeychain,
 		tempDir:  os.TempDir(),
 		jobs:     defaultJobs,
-		retry:    retryPolicy{retries: 4, initial: 250 * time.Millisecond, stall: 30 * time.Second},
+		retry:    registry.Policy{Retries: 4, Wait: 250 * time.Millisecond, Stall: 30 * time.Second},
 	}
 }
 
@@ -75,15 +77,15 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: WithAllArchitectures and WithPlatforms conflict", ErrInvalidOption)
 	case o.transport != nil && (o.caBundle != nil || o.clientCert != nil || o.insecurePull || o.insecurePush):
 		return fmt.Errorf("%w: WithTransport conflicts with the TLS options (WithCABundle, WithClientCertificate, WithInsecure*): configure TLS in the transport", ErrInvalidOption)
-	case o.retry.retries < 0 || o.retry.initial < 0 || o.retry.stall < 0:
-		return fmt.Errorf("%w: WithRetries(%d, %s), WithStallTimeout(%s): want no negative values", ErrInvalidOption, o.retry.retries, o.retry.initial, o.retry.stall)
+	case o.retry.Retries < 0 || o.retry.Wait < 0 || o.retry.Stall < 0:
+		return fmt.Errorf("%w: WithRetries(%d, %s), WithStallTimeout(%s): want no negative values", ErrInvalidOption, o.retry.Retries, o.retry.Wait, o.retry.Stall)
 	case o.keychain == nil:
 		return fmt.Errorf("%w: WithKeychain(nil)", ErrInvalidOption)
 	case slices.Contains(o.have, nil):
 		return fmt.Errorf("%w: WithHave(nil)", ErrInvalidOption)
 	}
 	for _, r := range o.mountFrom {
-		if _, err := name.NewRepository("example.com/"+r, name.StrictValidation); err != nil || r == "" {
+		if !reference.RepositoryPath(r) {
 			return fmt.Errorf("%w: WithMountFrom(%q): not a repository path", ErrInvalidOption, r)
 		}
 	}
@@ -110,7 +112,7 @@ func WithReporter(r Reporter) Option {
 // is a terminal, one plain line per event otherwise. By default nothing is
 // rendered.
 func WithReporterWriter(w io.Writer) Option {
-	return WithReporter(NewWriterReporter(w))
+	return WithReporter(newWriterReporter(w))
 }
 
 // WithKeychain resolves credentials for every registry through kc, unless a
@@ -144,11 +146,10 @@ func basic(user, pass string) authn.Authenticator {
 	return authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})
 }
 
-// WithTempDir sets where temporary files go: the archive
-// [Incremental.PushStream] spools from a stream, and, with
-// [WithSublayerDeltas], the layers and deltas pull works on and the base
-// contents and rebuilt layers push works on. Without sub-layer deltas, Pull
-// writes no temporary file. The default is [os.TempDir].
+// WithTempDir sets where temporary files go: with [WithSublayerDeltas],
+// the layers and deltas pull works on and the base contents and rebuilt
+// layers push works on. Without sub-layer deltas, imo writes no temporary
+// file. The default is [os.TempDir].
 func WithTempDir(dir string) Option {
 	return func(o *options) { o.tempDir = dir }
 }
@@ -172,23 +173,11 @@ func WithInsecure() Option {
 	return func(o *options) { o.insecurePull, o.insecurePush = true, true }
 }
 
-// WithPlainHTTPPull talks plain HTTP to the base and final images'
-// registries. By default imo uses HTTPS everywhere, loopback and private
-// addresses included, and never falls back to plain HTTP on its own.
-func WithPlainHTTPPull() Option {
-	return func(o *options) { o.plainPull = true }
-}
-
-// WithPlainHTTPPush talks plain HTTP to the destination registry. By default
-// imo uses HTTPS.
-func WithPlainHTTPPush() Option {
-	return func(o *options) { o.plainPush = true }
-}
-
-// WithPlainHTTP talks plain HTTP to every registry, as WithPlainHTTPPull and
-// WithPlainHTTPPush together.
+// WithPlainHTTP talks plain HTTP to every registry. By default imo uses
+// HTTPS everywhere, loopback and private addresses included, and never
+// falls back to plain HTTP on its own.
 func WithPlainHTTP() Option {
-	return func(o *options) { o.plainPull, o.plainPush = true, true }
+	return func(o *options) { o.plainHTTP = true }
 }
 
 // WithAllArchitectures keeps every platform of a multi-platform image. This
@@ -276,7 +265,7 @@ func WithMountFrom(repos ...string) Option {
 // mismatch) are not retried. Zero retries turns retrying off. The default
 // is 4 retries starting at 250 ms (waits of 0.25, 0.75, 2.25 and 6.75 s).
 func WithRetries(retries int, initial time.Duration) Option {
-	return func(o *options) { o.retry.retries, o.retry.initial = retries, initial }
+	return func(o *options) { o.retry.Retries, o.retry.Wait = retries, initial }
 }
 
 // WithStallTimeout bounds every wait for a registry's answer: a request
@@ -288,7 +277,7 @@ func WithRetries(retries int, initial time.Duration) Option {
 // five times d plus the retry waits. Zero waits for ever (until the
 // context ends). The default is 30 seconds.
 func WithStallTimeout(d time.Duration) Option {
-	return func(o *options) { o.retry.stall = d }
+	return func(o *options) { o.retry.Stall = d }
 }
 
 // WithReferrers makes Pull carry, with each final image, the artifacts that
@@ -307,13 +296,14 @@ func WithReferrers() Option {
 
 // WithHave makes Pull leave out every blob (layer or config) that one of
 // the inventories lists, as well as the base's layers: the inventories say
-// what the far side's registry really holds (see [Incremental.Inventory]).
+// what the far side's registry really holds (see [Incremental.Inventory]
+// and the inventory package).
 // The archive records each inventory used, with when it was taken, and for
 // each blob left out the repositories that held it, so that PushVet
 // confirms it is still there and Push mounts it from there into the
 // destination repository when that lacks it. Manifests are always carried.
 // By default no inventory is used.
-func WithHave(inventories ...*Inventory) Option {
+func WithHave(inventories ...*inventory.Inventory) Option {
 	return func(o *options) { o.have = append(o.have, inventories...) }
 }
 

@@ -84,11 +84,11 @@ func TestTLS(t *testing.T) {
 		{"mTLS without a client certificate", mtlsReg.ref("app:v2"), []imo.Option{imo.WithCABundle(ca.PEM)}, "certificate"},
 		// go-containerregistry would fall back to plain HTTP for 127.0.0.1; imo does not.
 		{"no fallback to plain HTTP", plain.ref("app:v2"), nil, "HTTP response to HTTPS client"},
-		{"plain HTTP on request", plain.ref("app:v2"), []imo.Option{imo.WithPlainHTTPPull()}, ""},
+		{"plain HTTP on request", plain.ref("app:v2"), []imo.Option{imo.WithPlainHTTP()}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := imo.New(tc.opts...).Plan(context.Background(), imo.Scratch, tc.ref)
+			_, err := planOf(context.Background(), imo.New(tc.opts...), imo.Scratch, tc.ref)
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Errorf("Plan() = %v", err)
@@ -113,12 +113,12 @@ func TestAuth(t *testing.T) {
 			want := pushImage(t, src.ref("app:v2"), remote.WithAuth(&authn.Basic{Username: "alice", Password: "s3cret"}))
 
 			bad := imo.New(imo.WithPlainHTTP(), imo.WithFinalAuth("alice", "wrong"))
-			if _, err := bad.Plan(context.Background(), imo.Scratch, src.ref("app:v2")); err == nil || strings.Contains(err.Error(), "wrong") {
+			if _, err := planOf(context.Background(), bad, imo.Scratch, src.ref("app:v2")); err == nil || strings.Contains(err.Error(), "wrong") {
 				t.Errorf("Plan(wrong password) = %v, want an error that does not show the password", err)
 			}
 			inc := imo.New(imo.WithPlainHTTP(), imo.WithFinalAuth("alice", "s3cret"), imo.WithPushAuth("bob", "hunter2"))
-			archive := pullFile(t, inc, imo.Scratch, src.ref("app:v2"))
-			if err := inc.Push(context.Background(), archive, dst.ref("app:v2")); err != nil {
+			arc := pullFile(t, inc, imo.Scratch, src.ref("app:v2"))
+			if err := inc.Push(context.Background(), arc, dst.ref("app:v2")); err != nil {
 				t.Fatalf("Push() = %v", err)
 			}
 			d, err := remote.Head(mustRef(t, dst.ref("app:v2")), remote.WithAuth(&authn.Basic{Username: "bob", Password: "hunter2"}))

@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/inventory"
 	"github.com/imokit/imo/internal/sandbox"
 )
 
@@ -70,14 +71,14 @@ func TestArchiveBytesPinned(t *testing.T) {
 	src.write(t, src.ref("team/web:sha256-"+webV2.Hex+".sbom"), sbom)
 	// The far side's inventory: it holds api:v1 (and so the shared base).
 	apiV1 := digest(t, product.Images["api:v1"])
-	have := &imo.Inventory{
-		Version: imo.InventoryVersion, Registry: "site.example:5000", Prefix: "mirror",
+	have := &inventory.Inventory{
+		Version: inventory.Version, Registry: "site.example:5000", Prefix: "mirror",
 		Taken: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC), Took: time.Second,
-		Repositories: []imo.InventoryRepository{{Name: "mirror/team/api", Tags: []string{"v1"}}},
-		Blobs:        []imo.InventoryBlob{{Digest: apiV1, Size: 1, Kind: imo.InventoryManifest, Repositories: []string{"mirror/team/api"}}},
+		Repositories: []inventory.Repository{{Name: "mirror/team/api", Tags: []string{"v1"}}},
+		Blobs:        []inventory.Blob{{Digest: apiV1, Size: 1, Kind: inventory.KindManifest, Repositories: []string{"mirror/team/api"}}},
 	}
 	for _, b := range product.Base {
-		have.Blobs = append(have.Blobs, imo.InventoryBlob{Digest: b, Size: 1, Kind: imo.InventoryLayer, Repositories: []string{"mirror/team/api"}})
+		have.Blobs = append(have.Blobs, inventory.Blob{Digest: b, Size: 1, Kind: inventory.KindLayer, Repositories: []string{"mirror/team/api"}})
 	}
 	sortInventory(have)
 	// A rebuilt layer, for a sub-layer delta.
@@ -111,14 +112,14 @@ func TestArchiveBytesPinned(t *testing.T) {
 			var err error
 			path := filepath.Join(t.TempDir(), "archive.tar")
 			if tc.bundle {
-				stream, err = inc.PullBundle(ctx, tc.pairs)
+				stream, err = pullBundle(ctx, inc, tc.pairs)
 				if err == nil {
-					_, err = inc.PullBundleToFile(ctx, tc.pairs, path)
+					_, err = pullBundleToFile(ctx, inc, tc.pairs, path)
 				}
 			} else {
 				stream, err = inc.Pull(ctx, tc.pairs[0].Base, tc.pairs[0].Final)
 				if err == nil {
-					_, err = inc.PullToFile(ctx, tc.pairs[0].Base, tc.pairs[0].Final, path)
+					_, err = pullToFile(ctx, inc, tc.pairs[0].Base, tc.pairs[0].Final, path)
 				}
 			}
 			if err != nil {
@@ -150,6 +151,6 @@ func TestArchiveBytesPinned(t *testing.T) {
 }
 
 // sortInventory sorts an inventory's blobs by digest, as Blob expects.
-func sortInventory(inv *imo.Inventory) {
-	slices.SortFunc(inv.Blobs, func(a, b imo.InventoryBlob) int { return strings.Compare(a.Digest.String(), b.Digest.String()) })
+func sortInventory(inv *inventory.Inventory) {
+	slices.SortFunc(inv.Blobs, func(a, b inventory.Blob) int { return strings.Compare(a.Digest.String(), b.Digest.String()) })
 }

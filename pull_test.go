@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/sandbox"
 	"go.uber.org/goleak"
 )
@@ -52,11 +53,11 @@ func TestPullDelta(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src, pair := setup(t, tc.format, tc.platforms...)
-			archive, err := pull(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
+			arc, err := pull(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
 			if err != nil {
 				t.Fatalf("Pull() = %v", err)
 			}
-			names := tarNames(t, archive)
+			names := tarNames(t, arc)
 			for _, h := range pair.Shared {
 				if hasBlob(names, h) {
 					t.Errorf("archive carries shared layer %s", h)
@@ -70,13 +71,13 @@ func TestPullDelta(t *testing.T) {
 					t.Errorf("archive lacks changed layer %s", h)
 				}
 			}
-			if want := []string{imo.LayoutFile, imo.PlanFile, imo.IndexFile}; !slices.Equal(names[:3], want) {
+			if want := []string{archive.LayoutFile, archive.PlanFile, archive.IndexFile}; !slices.Equal(names[:3], want) {
 				t.Errorf("archive starts with %v, want %v", names[:3], want)
 			}
-			if slices.Contains(names, imo.DockerManifestFile) {
-				t.Errorf("a delta archive carries %s", imo.DockerManifestFile)
+			if slices.Contains(names, archive.DockerManifestFile) {
+				t.Errorf("a delta archive carries %s", archive.DockerManifestFile)
 			}
-			img := readLayout(t, archive)
+			img := readLayout(t, arc)
 			if want := digest(t, pair.V2); img != want {
 				t.Errorf("archive's image is %s, want %s", img, want)
 			}
@@ -88,21 +89,21 @@ func TestPullScratch(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src, pair := setup(t, tc.format, tc.platforms...)
-			archive, err := pull(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+			arc, err := pull(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
 			if err != nil {
 				t.Fatalf("Pull() = %v", err)
 			}
-			names := tarNames(t, archive)
+			names := tarNames(t, arc)
 			for _, h := range append(pair.Shared, pair.Changed...) {
 				if !hasBlob(names, h) {
 					t.Errorf("whole-image archive lacks %s", h)
 				}
 			}
-			if got, want := slices.Contains(names, imo.DockerManifestFile), len(tc.platforms) == 1; got != want {
-				t.Errorf("archive carries %s: %v, want %v", imo.DockerManifestFile, got, want)
+			if got, want := slices.Contains(names, archive.DockerManifestFile), len(tc.platforms) == 1; got != want {
+				t.Errorf("archive carries %s: %v, want %v", archive.DockerManifestFile, got, want)
 			}
 			path := t.TempDir()
-			if err := extract(archive, path); err != nil {
+			if err := extract(arc, path); err != nil {
 				t.Fatal(err)
 			}
 			lp, err := layout.FromPath(path)
@@ -133,7 +134,7 @@ func TestNeededByOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	src.write(t, src.ref("twice:v1"), img)
-	plan, err := imo.New(imo.WithPlainHTTP()).Plan(context.Background(), imo.Scratch, src.ref("twice:v1"))
+	plan, err := planOf(context.Background(), imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("twice:v1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func TestNeededByOnce(t *testing.T) {
 func TestPullPlan(t *testing.T) {
 	src, pair := setup(t, docker, "linux/amd64", "linux/arm64/v8")
 	inc := imo.New(imo.WithPlainHTTP())
-	plan, err := inc.Plan(context.Background(), src.ref("app:v1"), src.ref("app:v2"))
+	plan, err := planOf(context.Background(), inc, src.ref("app:v1"), src.ref("app:v2"))
 	if err != nil {
 		t.Fatalf("Plan() = %v", err)
 	}
@@ -172,18 +173,18 @@ func TestPullPlan(t *testing.T) {
 		t.Errorf("Plan().Bytes() = %d, %d; want 0 < carried < whole", carried, whole)
 	}
 	// The archive's own copy of the plan is the same.
-	archive, err := pull(t, inc, src.ref("app:v1"), src.ref("app:v2"))
+	arc, err := pull(t, inc, src.ref("app:v1"), src.ref("app:v2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var inArchive imo.Plan
-	if err := json.Unmarshal(entry(t, archive, imo.PlanFile), &inArchive); err != nil {
+	var inArchive archive.Plan
+	if err := json.Unmarshal(entry(t, arc, archive.PlanFile), &inArchive); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := json.Marshal(inArchive)
 	want, _ := json.Marshal(plan)
 	if !bytes.Equal(got, want) {
-		t.Errorf("archive's %s = %s, want %s", imo.PlanFile, got, want)
+		t.Errorf("archive's %s = %s, want %s", archive.PlanFile, got, want)
 	}
 }
 
@@ -242,7 +243,7 @@ func TestPullPlatforms(t *testing.T) {
 				}
 				ps = append(ps, *p)
 			}
-			plan, err := imo.New(imo.WithPlainHTTP(), imo.WithPlatforms(ps...)).Plan(context.Background(), imo.Scratch, src.ref("app:v2"))
+			plan, err := planOf(context.Background(), imo.New(imo.WithPlainHTTP(), imo.WithPlatforms(ps...)), imo.Scratch, src.ref("app:v2"))
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Plan() = %v, want %v", err, tc.wantErr)
 			}
@@ -266,7 +267,7 @@ func TestPullPlatforms(t *testing.T) {
 
 func TestPullSinglePlatformImageChecked(t *testing.T) {
 	src, _ := setup(t, oci, "linux/amd64")
-	_, err := imo.New(imo.WithPlainHTTP(), imo.WithPlatforms(v1.Platform{OS: "linux", Architecture: "arm64"})).Plan(context.Background(), imo.Scratch, src.ref("app:v2"))
+	_, err := planOf(context.Background(), imo.New(imo.WithPlainHTTP(), imo.WithPlatforms(v1.Platform{OS: "linux", Architecture: "arm64"})), imo.Scratch, src.ref("app:v2"))
 	if !errors.Is(err, imo.ErrNoMatchingPlatform) || !strings.Contains(err.Error(), "linux/amd64") {
 		t.Errorf("Plan() = %v, want ErrNoMatchingPlatform naming linux/amd64", err)
 	}
@@ -398,7 +399,7 @@ func TestPullToFile(t *testing.T) {
 				}
 				for _, jobs := range []int{1, 3, 8} {
 					path := filepath.Join(t.TempDir(), "out.tar")
-					if _, err := imo.New(imo.WithPlainHTTP(), imo.WithJobs(jobs)).PullToFile(context.Background(), base, src.ref("app:v2"), path); err != nil {
+					if _, err := pullToFile(context.Background(), imo.New(imo.WithPlainHTTP(), imo.WithJobs(jobs)), base, src.ref("app:v2"), path); err != nil {
 						t.Fatalf("PullToFile(jobs %d) = %v", jobs, err)
 					}
 					got, err := os.ReadFile(path)
@@ -422,7 +423,7 @@ func TestPullToFileFailure(t *testing.T) {
 	if err := os.WriteFile(path, []byte("previous"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := imo.New(imo.WithPlainHTTP()).PullToFile(context.Background(), imo.Scratch, src.ref("app:v2"), path)
+	_, err := pullToFile(context.Background(), imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"), path)
 	if !errors.Is(err, imo.ErrDigestMismatch) {
 		t.Errorf("PullToFile() = %v, want ErrDigestMismatch", err)
 	}

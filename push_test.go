@@ -52,11 +52,11 @@ func TestPushDelta(t *testing.T) {
 			dst.resetCounts()
 
 			inc := imo.New(imo.WithPlainHTTP())
-			archive := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
-			if err := inc.PushVet(context.Background(), archive, dst.ref("app:v2")); err != nil {
+			arc := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
+			if err := inc.PushVet(context.Background(), arc, dst.ref("app:v2")); err != nil {
 				t.Fatalf("PushVet() = %v", err)
 			}
-			if err := inc.Push(context.Background(), archive, dst.ref("app:v2")); err != nil {
+			if err := inc.Push(context.Background(), arc, dst.ref("app:v2")); err != nil {
 				t.Fatalf("Push() = %v", err)
 			}
 			if got, want := manifests(t, dst.ref("app:v2")), manifests(t, src.ref("app:v2")); !slices.EqualFunc(got, want, bytes.Equal) {
@@ -79,8 +79,8 @@ func TestPushScratchIntoEmptyRegistry(t *testing.T) {
 	src, _ := setup(t, oci, "linux/amd64", "linux/arm64/v8")
 	dst := newTestRegistry(t, nil)
 	inc := imo.New(imo.WithPlainHTTP())
-	archive := pullFile(t, inc, imo.Scratch, src.ref("app:v2"))
-	if err := inc.Push(context.Background(), archive, dst.ref("team/app:v2")); err != nil {
+	arc := pullFile(t, inc, imo.Scratch, src.ref("app:v2"))
+	if err := inc.Push(context.Background(), arc, dst.ref("team/app:v2")); err != nil {
 		t.Fatalf("Push() = %v", err)
 	}
 	if got, want := manifests(t, dst.ref("team/app:v2")), manifests(t, src.ref("app:v2")); !slices.EqualFunc(got, want, bytes.Equal) {
@@ -88,7 +88,7 @@ func TestPushScratchIntoEmptyRegistry(t *testing.T) {
 	}
 	// Pushing again uploads nothing.
 	dst.resetCounts()
-	if err := inc.Push(context.Background(), archive, dst.ref("team/app:v2")); err != nil {
+	if err := inc.Push(context.Background(), arc, dst.ref("team/app:v2")); err != nil {
 		t.Fatalf("second Push() = %v", err)
 	}
 	if n := dst.count(http.MethodPost, "/blobs/uploads/"); n != 0 {
@@ -104,12 +104,12 @@ func TestPushRefusesMissingBlobs(t *testing.T) {
 	dst.resetCounts()
 
 	inc := imo.New(imo.WithPlainHTTP())
-	archive := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
+	arc := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
 	for _, op := range []struct {
 		name string
 		run  func(context.Context, string, string) error
 	}{{"PushVet", inc.PushVet}, {"Push", inc.Push}} {
-		err := op.run(context.Background(), archive, dst.ref("app:v2"))
+		err := op.run(context.Background(), arc, dst.ref("app:v2"))
 		var me *imo.MissingBlobsError
 		if !errors.Is(err, imo.ErrMissingBlobs) || !errors.As(err, &me) {
 			t.Fatalf("%s() = %v, want a *MissingBlobsError", op.name, err)
@@ -158,7 +158,7 @@ func TestPushStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pushed, err := inc.PushStream(context.Background(), bytes.NewReader(b), dst.ref("app:v2"))
+	pushed, err := pushStream(context.Background(), inc, spool, bytes.NewReader(b), dst.ref("app:v2"))
 	if err != nil {
 		t.Fatalf("PushStream() = %v", err)
 	}
@@ -177,13 +177,13 @@ func TestPushDigestDestination(t *testing.T) {
 	src, pair := setup(t, docker, "linux/amd64")
 	dst := newTestRegistry(t, nil)
 	inc := imo.New(imo.WithPlainHTTP())
-	archive := pullFile(t, inc, imo.Scratch, src.ref("app:v2"))
+	arc := pullFile(t, inc, imo.Scratch, src.ref("app:v2"))
 	want := digest(t, pair.V2)
-	if err := inc.Push(context.Background(), archive, dst.ref("app@"+want.String())); err != nil {
+	if err := inc.Push(context.Background(), arc, dst.ref("app@"+want.String())); err != nil {
 		t.Errorf("Push(by its digest) = %v", err)
 	}
 	other := digest(t, pair.V1)
-	if err := inc.Push(context.Background(), archive, dst.ref("app@"+other.String())); err == nil {
+	if err := inc.Push(context.Background(), arc, dst.ref("app@"+other.String())); err == nil {
 		t.Error("Push(by another digest) = nil error")
 	}
 }
@@ -220,7 +220,7 @@ func flipByte(t *testing.T, path, name string) {
 // tag, and leave no goroutine behind.
 func TestCancelStopsEverything(t *testing.T) {
 	src, pair := setup(t, docker, "linux/amd64", "linux/arm64")
-	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+	arc := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
 	stalled := make(chan struct{}, 16)
 	var armed atomic.Bool
 	stall := func(h http.Handler) http.Handler {
@@ -251,11 +251,11 @@ func TestCancelStopsEverything(t *testing.T) {
 		run  func(context.Context) error
 	}{
 		{"PullToFile", func(ctx context.Context) error {
-			_, err := imo.New(imo.WithPlainHTTP()).PullToFile(ctx, imo.Scratch, slowSrc.ref("app:v2"), filepath.Join(dir, "out.tar"))
+			_, err := pullToFile(ctx, imo.New(imo.WithPlainHTTP()), imo.Scratch, slowSrc.ref("app:v2"), filepath.Join(dir, "out.tar"))
 			return err
 		}},
 		{"Push", func(ctx context.Context) error {
-			return imo.New(imo.WithPlainHTTP()).Push(ctx, archive, slowDst.ref("app:v2"))
+			return imo.New(imo.WithPlainHTTP()).Push(ctx, arc, slowDst.ref("app:v2"))
 		}},
 	} {
 		t.Run(op.name, func(t *testing.T) {
@@ -289,7 +289,7 @@ func TestCancelStopsEverything(t *testing.T) {
 // PUT sent again must still carry its bytes.
 func TestPushWithExpiringTokens(t *testing.T) {
 	src, pair := setup(t, docker, "linux/amd64")
-	archive := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
+	arc := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
 	var mu sync.Mutex
 	issued, expired := 0, map[string]bool{}
 	dst := newTestRegistry(t, func(h http.Handler) http.Handler {
@@ -317,7 +317,7 @@ func TestPushWithExpiringTokens(t *testing.T) {
 		})
 	})
 	inc := imo.New(imo.WithPlainHTTP(), imo.WithPushAuth("u", "p"), imo.WithJobs(1))
-	if err := inc.Push(context.Background(), archive, dst.ref("app:v2")); err != nil {
+	if err := inc.Push(context.Background(), arc, dst.ref("app:v2")); err != nil {
 		t.Fatalf("Push() with expiring tokens = %v", err)
 	}
 	mu.Lock()

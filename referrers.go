@@ -2,17 +2,14 @@ package imo
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imokit/imo/internal/graph"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -30,7 +27,7 @@ type referrer struct {
 	ref     name.Reference // its cosign tag, or its digest for an OCI referrer
 	subject v1.Hash
 	order   int // the subject's position among the image's manifests
-	node    manifestNode
+	node    graph.Node
 }
 
 // findReferrers returns the artifacts that refer to img or to any of its
@@ -38,7 +35,7 @@ type referrer struct {
 // come from img's repository: cosign's tags, then the referrers API or its
 // tag fallback.
 func (i *Incremental) findReferrers(ctx context.Context, img pulledImage) ([]pulledImage, error) {
-	repo, c := img.ref.Context(), img.client
+	repo := img.repo
 	var mu sync.Mutex
 	var found []referrer
 	add := func(r referrer) {
@@ -48,35 +45,31 @@ func (i *Incremental) findReferrers(ctx context.Context, img pulledImage) ([]pul
 	}
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(i.opts.jobs)
-	for order, m := range img.graph.manifests {
-		subject := m.desc.Digest
+	for order, m := range img.graph.Manifests {
+		subject := m.Desc.Digest
 		for _, suffix := range cosignSuffixes {
 			eg.Go(func() error {
-				tag := cosignTag(repo, subject, suffix)
-				d, err := c.getIfExists(ectx, tag)
-				if err != nil || d == nil {
+				tag := cosignTag(repo.Name(), subject, suffix)
+				n, err := repo.GetIfExists(ectx, tag)
+				if err != nil || n == nil {
 					return err
 				}
-				add(referrer{ref: tag, subject: subject, order: order, node: manifestNode{desc: v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, raw: d.Manifest}})
+				add(referrer{ref: tag, subject: subject, order: order, node: *n})
 				return nil
 			})
 		}
 		eg.Go(func() error {
-			idx, err := remote.Referrers(repo.Digest(subject.String()), c.options(ectx)...)
+			descs, err := repo.Referrers(ectx, subject)
 			if err != nil {
-				return fmt.Errorf("listing the referrers of %s@%s: %w", repo, subject, answer(err))
+				return err
 			}
-			im, err := idx.IndexManifest()
-			if err != nil {
-				return fmt.Errorf("listing the referrers of %s@%s: %w", repo, subject, err)
-			}
-			for _, d := range im.Manifests {
+			for _, d := range descs {
 				desc := v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}
-				raw, err := c.manifest(ectx, desc)
+				raw, err := repo.Manifest(ectx, desc)
 				if err != nil {
-					return fmt.Errorf("fetching referrer %s of %s@%s: %w", d.Digest, repo, subject, err)
+					return fmt.Errorf("fetching referrer %s of %s@%s: %w", d.Digest, repo.Name(), subject, err)
 				}
-				add(referrer{ref: repo.Digest(d.Digest.String()), subject: subject, order: order, node: manifestNode{desc: desc, raw: raw}})
+				add(referrer{ref: repo.Name().Digest(d.Digest.String()), subject: subject, order: order, node: graph.Node{Desc: desc, Raw: raw}})
 			}
 			return nil
 		})
@@ -92,22 +85,11 @@ func (i *Incremental) findReferrers(ctx context.Context, img pulledImage) ([]pul
 	})
 	var out []pulledImage
 	for _, r := range found {
-		g, err := walkImage(ctx, r.node, c.manifest, repo.String(), i.opts.jobs)
+		g, err := graph.Walk(ctx, r.node, repo, repo.Name().String(), i.opts.jobs)
 		if err != nil {
 			return nil, fmt.Errorf("reading manifests of %s: %w", r.ref, err)
 		}
-		out = append(out, pulledImage{ref: r.ref, graph: g, client: c, subject: r.subject})
+		out = append(out, pulledImage{ref: r.ref, graph: g, repo: repo, subject: r.subject})
 	}
 	return out, nil
-}
-
-// getIfExists is get, returning nil when the registry has no such
-// manifest.
-func (c *repoClient) getIfExists(ctx context.Context, ref name.Reference) (*remote.Descriptor, error) {
-	d, err := c.get(ctx, ref)
-	var te *transport.Error
-	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
-		return nil, nil
-	}
-	return d, err
 }

@@ -119,7 +119,7 @@ func testReferrers(t *testing.T, src, dst string) {
 	ctx := context.Background()
 	inc := imo.New(imo.WithPlainHTTP(), imo.WithReferrers())
 	path := filepath.Join(t.TempDir(), "signed.tar")
-	plan, err := inc.PullToFile(ctx, src+"/app:v1", src+"/app:v2", path)
+	plan, err := pullToFile(ctx, inc, src+"/app:v1", src+"/app:v2", path)
 	if err != nil {
 		t.Fatalf("PullToFile() = %v", err)
 	}
@@ -131,7 +131,7 @@ func testReferrers(t *testing.T, src, dst string) {
 			t.Errorf("%s has no subject", img.Final.Reference)
 		}
 	}
-	results, err := inc.PushArchive(ctx, path, dst+"/app:v2")
+	results, err := pushArchive(ctx, inc, path, dst+"/app:v2")
 	if err != nil {
 		t.Fatalf("PushArchive() = %v", err)
 	}
@@ -143,7 +143,7 @@ func testReferrers(t *testing.T, src, dst string) {
 	s.check(t, dst)
 
 	// Without WithReferrers they stay behind.
-	plain, err := imo.New(imo.WithPlainHTTP()).Plan(ctx, src+"/app:v1", src+"/app:v2")
+	plain, err := planOf(ctx, imo.New(imo.WithPlainHTTP()), src+"/app:v1", src+"/app:v2")
 	if err != nil {
 		t.Fatal(err)
 	}

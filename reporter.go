@@ -124,9 +124,9 @@ type nopReporter struct{}
 
 func (nopReporter) Report(Event) {}
 
-// NewWriterReporter renders events for people on w: with
+// newWriterReporter renders events for people on w: with
 // [NewBarReporter] when w is a terminal, [NewLineReporter] otherwise.
-func NewWriterReporter(w io.Writer) Reporter {
+func newWriterReporter(w io.Writer) Reporter {
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		return NewBarReporter(w)
 	}

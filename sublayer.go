@@ -12,6 +12,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/imokit/imo/archive"
+	"github.com/imokit/imo/internal/graph"
+	"github.com/imokit/imo/internal/registry"
 	"github.com/imokit/imo/internal/sublayer"
 )
 
@@ -24,16 +27,6 @@ import (
 // base downloads cost more than a delta could save.
 const minDeltaBlob = 64 << 10
 
-// reasonDelta is why a layer carried as a delta is not carried whole.
-const reasonDelta = "carried as a sub-layer delta"
-
-// ErrEncoderMismatch means an archive carries a layer as a sub-layer delta
-// whose recipe this build of imo cannot reproduce byte for byte (another
-// version of the encoder). Vet and push refuse such an archive before
-// uploading anything; pull it again with the same imo version as the push
-// side, or without sub-layer deltas.
-var ErrEncoderMismatch = errors.New("sub-layer delta needs an encoder this build does not reproduce")
-
 // deltaLayer reports whether imo can try a delta for a layer of media type
 // mt: a distributable tar, compressed with gzip or zstd.
 func deltaLayer(mt types.MediaType) bool {
@@ -45,38 +38,37 @@ func deltaLayer(mt types.MediaType) bool {
 }
 
 // prepareDeltas tries a delta for every layer the archive carries whole,
-// against the layers of the same platform of its image's base (baseOf,
-// aligned with pp.images, nil where there is none). The pull downloads
-// those base layers and the carried layers into a temporary directory; a
-// layer whose delta does not pay is then written into the archive from
-// there, not downloaded twice.
-func (i *Incremental) prepareDeltas(ctx context.Context, pp *pullPlan, baseOf []*pulledImage) error {
+// against the layers of the same platform of its image's base. The pull
+// downloads those base layers and the carried layers into a temporary
+// directory; a layer whose delta does not pay is then written into the
+// archive from there, not downloaded twice.
+func (i *Incremental) prepareDeltas(ctx context.Context, d *Difference) error {
 	carried := map[v1.Hash]int{}
-	for k, b := range pp.plan.Blobs {
+	for k, b := range d.plan.Blobs {
 		if b.Included && !b.Config && b.Size >= minDeltaBlob && deltaLayer(b.MediaType) {
 			carried[b.Digest] = k
 		}
 	}
 	tried := map[v1.Hash]bool{}
-	for n, img := range pp.images {
-		if baseOf[n] == nil {
+	for _, img := range d.images {
+		if img.base == nil {
 			continue
 		}
-		for _, m := range img.graph.manifests {
-			if !m.desc.MediaType.IsImage() {
+		for _, m := range img.graph.Manifests {
+			if !m.Desc.MediaType.IsImage() {
 				continue
 			}
-			bm := samePlatform(baseOf[n].graph, m)
+			bm := samePlatform(img.base.graph, m)
 			if bm == nil {
 				continue
 			}
-			fm, err := v1.ParseManifest(bytes.NewReader(m.raw))
+			fm, err := v1.ParseManifest(bytes.NewReader(m.Raw))
 			if err != nil {
-				return fmt.Errorf("parsing manifest %s: %w", m.desc.Digest, err)
+				return fmt.Errorf("parsing manifest %s: %w", m.Desc.Digest, err)
 			}
-			base, err := v1.ParseManifest(bytes.NewReader(bm.raw))
+			base, err := v1.ParseManifest(bytes.NewReader(bm.Raw))
 			if err != nil {
-				return fmt.Errorf("parsing manifest %s: %w", bm.desc.Digest, err)
+				return fmt.Errorf("parsing manifest %s: %w", bm.Desc.Digest, err)
 			}
 			var todo []v1.Descriptor
 			for _, l := range fm.Layers {
@@ -92,7 +84,7 @@ func (i *Incremental) prepareDeltas(ctx context.Context, pp *pullPlan, baseOf []
 			if len(todo) == 0 || !usable {
 				continue
 			}
-			if err := i.deltaGroup(ctx, pp, img, baseOf, n, base.Layers, todo, carried); err != nil {
+			if err := i.deltaGroup(ctx, d, img, base.Layers, todo, carried); err != nil {
 				return err
 			}
 		}
@@ -103,39 +95,38 @@ func (i *Incremental) prepareDeltas(ctx context.Context, pp *pullPlan, baseOf []
 // samePlatform is the image manifest of base for m's platform: the one
 // with the same platform in base's index, or base itself when both are
 // single images.
-func samePlatform(base *imageGraph, m manifestNode) *manifestNode {
-	if m.desc.Platform == nil {
-		if top := base.top(); top.desc.MediaType.IsImage() && top.desc.Platform == nil {
+func samePlatform(base *graph.Graph, m graph.Node) *graph.Node {
+	if m.Desc.Platform == nil {
+		if top := base.Top(); top.Desc.MediaType.IsImage() && top.Desc.Platform == nil {
 			return &top
 		}
 		return nil
 	}
-	for k, bm := range base.manifests {
-		if bm.desc.MediaType.IsImage() && bm.desc.Platform != nil && bm.desc.Platform.String() == m.desc.Platform.String() {
-			return &base.manifests[k]
+	for k, bm := range base.Manifests {
+		if bm.Desc.MediaType.IsImage() && bm.Desc.Platform != nil && bm.Desc.Platform.String() == m.Desc.Platform.String() {
+			return &base.Manifests[k]
 		}
 	}
 	return nil
 }
 
-// deltaGroup tries deltas for the layers todo of img, the n-th image,
-// against the base layers baseLayers of its base.
-func (i *Incremental) deltaGroup(ctx context.Context, pp *pullPlan, img pulledImage, baseOf []*pulledImage, n int, baseLayers, todo []v1.Descriptor, carried map[v1.Hash]int) error {
-	base := baseOf[n]
-	if pp.tmp == "" {
+// deltaGroup tries deltas for the layers todo of img against the base
+// layers baseLayers of its base.
+func (i *Incremental) deltaGroup(ctx context.Context, d *Difference, img pulledImage, baseLayers, todo []v1.Descriptor, carried map[v1.Hash]int) error {
+	if d.tmp == "" {
 		dir, err := os.MkdirTemp(i.opts.tempDir, "imo-pull-")
 		if err != nil {
 			return fmt.Errorf("preparing sub-layer deltas: %w", err)
 		}
-		pp.tmp, pp.local, pp.deltas = dir, map[v1.Hash]*localFile{}, map[v1.Hash]*localFile{}
+		d.tmp, d.local, d.deltas = dir, map[v1.Hash]archive.File{}, map[v1.Hash]archive.File{}
 	}
-	sb, err := sublayer.NewBase(pp.tmp)
+	sb, err := sublayer.NewBase(d.tmp)
 	if err != nil {
 		return err
 	}
 	defer sb.Close()
 	for _, l := range baseLayers {
-		if err := i.addBase(ctx, sb, base.client.blob, base.ref.String(), l); err != nil {
+		if err := addBase(ctx, sb, img.base.repo, img.base.ref.String(), l); err != nil {
 			return err
 		}
 	}
@@ -144,60 +135,77 @@ func (i *Incremental) deltaGroup(ctx context.Context, pp *pullPlan, img pulledIm
 		byDigest[l.Digest.String()] = l
 	}
 	for _, l := range todo {
-		path := filepath.Join(pp.tmp, "blob-"+l.Digest.Hex)
-		if err := i.download(ctx, img, l, path); err != nil {
+		pb := &d.plan.Blobs[carried[l.Digest]]
+		if err := i.tryDelta(ctx, d, sb, img, l, pb, byDigest); err != nil {
 			return err
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
-		}
-		deltaPath := filepath.Join(pp.tmp, "delta-"+l.Digest.Hex)
-		df, err := os.Create(deltaPath)
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
-		}
-		st, err := sublayer.Prepare(ctx, sb, f, l.Size, l.Digest, df)
-		f.Close()
-		if cerr := df.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil && !basesShared(pp, baseOf, l.Digest, st.Header.Bases) {
-			err = fmt.Errorf("%w: an image using it has a base without the layers the delta draws on", sublayer.ErrNotWorthwhile)
-		}
-		switch {
-		case err == nil:
-			os.Remove(path)
-			pb := &pp.plan.Blobs[carried[l.Digest]]
-			pb.Included, pb.Reason = false, reasonDelta
-			pb.Delta = &PlanDelta{Size: st.DeltaSize, DiffID: st.Header.DiffID, Recipe: st.Header.Recipe.String()}
-			for _, id := range st.Header.Bases {
-				pb.Delta.Bases = append(pb.Delta.Bases, byDigest[id])
-			}
-			pp.deltas[l.Digest] = &localFile{path: deltaPath, size: st.DeltaSize}
-			i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: img.ref.String(), Digest: l.Digest, MediaType: l.MediaType, Size: l.Size,
-				Reason: fmt.Sprintf("%s of %d bytes (%s)", reasonDelta, st.DeltaSize, st.Header.Recipe.String())})
-		case errors.Is(err, sublayer.ErrUnsupportedEncoder), errors.Is(err, sublayer.ErrNotWorthwhile):
-			os.Remove(deltaPath)
-			pp.local[l.Digest] = &localFile{path: path, size: l.Size}
-			pp.plan.Blobs[carried[l.Digest]].Reason = "whole, no sub-layer delta: " + err.Error()
-		default:
-			return fmt.Errorf("preparing a sub-layer delta of %s from %s: %w", l.Digest, img.ref, err)
 		}
 	}
 	return nil
 }
 
+// tryDelta downloads the layer l of img and writes its delta against sb:
+// pb records the delta when it pays and every image using the layer can
+// rebuild it, and why not otherwise, when the layer is then written into
+// the archive from the download.
+func (i *Incremental) tryDelta(ctx context.Context, d *Difference, sb *sublayer.Base, img pulledImage, l v1.Descriptor, pb *archive.PlanBlob, bases map[string]v1.Descriptor) error {
+	path := filepath.Join(d.tmp, "blob-"+l.Digest.Hex)
+	if err := download(ctx, img, l, path); err != nil {
+		return err
+	}
+	deltaPath := filepath.Join(d.tmp, "delta-"+l.Digest.Hex)
+	st, err := prepareDelta(ctx, sb, path, deltaPath, l)
+	if err == nil && !basesShared(d, l.Digest, st.Header.Bases) {
+		err = fmt.Errorf("%w: an image using it has a base without the layers the delta draws on", sublayer.ErrNotWorthwhile)
+	}
+	switch {
+	case err == nil:
+		os.Remove(path)
+		pb.Included, pb.Reason = false, archive.ReasonDelta
+		pb.Delta = &archive.PlanDelta{Size: st.DeltaSize, DiffID: st.Header.DiffID, Recipe: st.Header.Recipe.String()}
+		for _, id := range st.Header.Bases {
+			pb.Delta.Bases = append(pb.Delta.Bases, bases[id])
+		}
+		d.deltas[l.Digest] = archive.File{Path: deltaPath, Size: st.DeltaSize}
+		i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: img.ref.String(), Digest: l.Digest, MediaType: l.MediaType, Size: l.Size,
+			Reason: fmt.Sprintf("%s of %d bytes (%s)", archive.ReasonDelta, st.DeltaSize, st.Header.Recipe.String())})
+	case errors.Is(err, sublayer.ErrUnsupportedEncoder), errors.Is(err, sublayer.ErrNotWorthwhile):
+		os.Remove(deltaPath)
+		d.local[l.Digest] = archive.File{Path: path, Size: l.Size}
+		pb.Reason = archive.NoDelta(err)
+	default:
+		return fmt.Errorf("preparing a sub-layer delta of %s from %s: %w", l.Digest, img.ref, err)
+	}
+	return nil
+}
+
+// prepareDelta writes the delta of the layer l, downloaded at path,
+// against sb into deltaPath.
+func prepareDelta(ctx context.Context, sb *sublayer.Base, path, deltaPath string, l v1.Descriptor) (sublayer.Stats, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return sublayer.Stats{}, fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
+	}
+	defer f.Close()
+	df, err := os.Create(deltaPath)
+	if err != nil {
+		return sublayer.Stats{}, fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
+	}
+	st, err := sublayer.Prepare(ctx, sb, f, l.Size, l.Digest, df)
+	if cerr := df.Close(); err == nil {
+		err = cerr
+	}
+	return st, err
+}
+
 // basesShared reports whether every image of the pull that uses the layer
 // h has a base holding all the base layers a delta of h draws on: only then
 // can each image's destination, which holds its base, rebuild it.
-func basesShared(pp *pullPlan, baseOf []*pulledImage, h v1.Hash, bases []string) bool {
-	for n, img := range pp.images {
-		if _, uses := img.graph.byDigest[h]; !uses {
+func basesShared(d *Difference, h v1.Hash, bases []string) bool {
+	for _, img := range d.images {
+		if _, uses := img.graph.Blob(h); !uses {
 			continue
 		}
-		if baseOf[n] == nil {
+		if img.base == nil {
 			return false
 		}
 		for _, id := range bases {
@@ -205,7 +213,7 @@ func basesShared(pp *pullPlan, baseOf []*pulledImage, h v1.Hash, bases []string)
 			if err != nil {
 				return false
 			}
-			if _, ok := baseOf[n].graph.byDigest[b]; !ok {
+			if _, ok := img.base.graph.Blob(b); !ok {
 				return false
 			}
 		}
@@ -213,13 +221,10 @@ func basesShared(pp *pullPlan, baseOf []*pulledImage, h v1.Hash, bases []string)
 	return true
 }
 
-// blobOpener opens a blob, verified against desc as it is read.
-type blobOpener func(ctx context.Context, desc v1.Descriptor, report func(int64)) (io.ReadCloser, error)
-
-// addBase adds the base layer l, from open, to sb, and reads it to its end
+// addBase adds the base layer l, from src, to sb, and reads it to its end
 // so that its digest is checked.
-func (i *Incremental) addBase(ctx context.Context, sb *sublayer.Base, open blobOpener, source string, l v1.Descriptor) error {
-	rc, err := open(ctx, l, nil)
+func addBase(ctx context.Context, sb *sublayer.Base, src graph.BlobFetcher, source string, l v1.Descriptor) error {
+	rc, err := src.Blob(ctx, l, nil)
 	if err != nil {
 		return err
 	}
@@ -234,8 +239,8 @@ func (i *Incremental) addBase(ctx context.Context, sb *sublayer.Base, open blobO
 }
 
 // download writes the blob l of img, verified, to the file at path.
-func (i *Incremental) download(ctx context.Context, img pulledImage, l v1.Descriptor, path string) error {
-	rc, err := img.client.blob(ctx, l, nil)
+func download(ctx context.Context, img pulledImage, l v1.Descriptor, path string) error {
+	rc, err := img.repo.Blob(ctx, l, nil)
 	if err != nil {
 		return err
 	}
@@ -257,15 +262,14 @@ func (i *Incremental) download(ctx context.Context, img pulledImage, l v1.Descri
 // rebuilder rebuilds layers from the sub-layer deltas of an archive at the
 // destination, keeping one spooled base per set of base layers.
 type rebuilder struct {
-	i    *Incremental
-	a    *archiveFile
+	a    *archive.Reader
 	dir  string
 	mu   sync.Mutex
 	sets map[string]*baseSet
 }
 
 // baseSet is a base built once for the deltas that share its layers. The
-// first rebuild to need it builds it, with its context and client; a
+// first rebuild to need it builds it, with its context and repository; a
 // failure then fails every rebuild that shares the set.
 type baseSet struct {
 	once sync.Once
@@ -273,12 +277,12 @@ type baseSet struct {
 	err  error
 }
 
-func newRebuilder(i *Incremental, a *archiveFile) (*rebuilder, error) {
+func newRebuilder(i *Incremental, a *archive.Reader) (*rebuilder, error) {
 	dir, err := os.MkdirTemp(i.opts.tempDir, "imo-push-")
 	if err != nil {
 		return nil, fmt.Errorf("preparing to rebuild layers: %w", err)
 	}
-	return &rebuilder{i: i, a: a, dir: dir, sets: map[string]*baseSet{}}, nil
+	return &rebuilder{a: a, dir: dir, sets: map[string]*baseSet{}}, nil
 }
 
 func (r *rebuilder) close() {
@@ -290,13 +294,11 @@ func (r *rebuilder) close() {
 	os.RemoveAll(r.dir)
 }
 
-// rebuild rebuilds the blob desc from its delta into a temporary file,
-// verified against desc, and returns the file's path and how many bytes of
-// base layer contents are spooled on disk for it. The base layers come
-// from the archive when it carries them, or else from c's registry: from
-// c's repository, or from the repository where vet found them.
-func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descriptor, d *destination) (string, int64, error) {
-	dl := r.a.deltas[desc.Digest]
+// baseFor returns the base the delta dl draws on, building it the first
+// time: each base layer comes from the archive when it carries it, or else
+// from repo's registry, from repo itself or from the repository where vet
+// found it.
+func (r *rebuilder) baseFor(ctx context.Context, repo *registry.Repository, dl *archive.PlanDelta, d *destination) (*sublayer.Base, error) {
 	key := ""
 	for _, b := range dl.Bases {
 		key += b.Digest.String() + ","
@@ -313,29 +315,32 @@ func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descript
 			return
 		}
 		for _, b := range dl.Bases {
-			open := c.blob
+			var src graph.BlobFetcher = repo
 			switch {
-			case r.a.has(b.Digest):
-				open = func(_ context.Context, desc v1.Descriptor, report func(int64)) (io.ReadCloser, error) {
-					rd, err := r.a.blob(desc, report)
-					return io.NopCloser(rd), err
-				}
+			case r.a.Has(b.Digest):
+				src = r.a
 			case !d.present[b.Digest] && d.mountable[b.Digest].RepositoryStr() != "":
-				from := *c
-				from.repo = d.mountable[b.Digest]
-				open = from.blob
+				src = repo.In(d.mountable[b.Digest])
 			}
-			if set.err = r.i.addBase(ctx, set.base, open, c.repo.String(), b); set.err != nil {
+			if set.err = addBase(ctx, set.base, src, repo.Name().String(), b); set.err != nil {
 				return
 			}
 		}
 	})
-	if set.err != nil {
-		return "", 0, set.err
+	return set.base, set.err
+}
+
+// rebuild rebuilds the blob desc from its delta into a temporary file,
+// verified against desc, and returns the file's path and how many bytes of
+// base layer contents are spooled on disk for it.
+func (r *rebuilder) rebuild(ctx context.Context, repo *registry.Repository, desc v1.Descriptor, d *destination) (string, int64, error) {
+	dl, delta := r.a.Delta(desc.Digest)
+	if dl == nil {
+		return "", 0, fmt.Errorf("%w: %s: no delta for %s", ErrInvalidArchive, r.a.Name(), desc.Digest)
 	}
-	delta, ok := r.a.section(deltaName(desc.Digest))
-	if !ok {
-		return "", 0, r.a.invalid("no delta for %s", desc.Digest)
+	base, err := r.baseFor(ctx, repo, dl, d)
+	if err != nil {
+		return "", 0, err
 	}
 	out, err := os.CreateTemp(r.dir, "rebuilt-")
 	if err != nil {
@@ -343,18 +348,18 @@ func (r *rebuilder) rebuild(ctx context.Context, c *repoClient, desc v1.Descript
 	}
 	// The blob's size is known: a delta that would write more (a crafted
 	// one that expands without end, say) is stopped there.
-	_, err = sublayer.Rebuild(ctx, set.base, delta, &limitedWriter{w: out, left: desc.Size})
+	_, err = sublayer.Rebuild(ctx, base, delta, &limitedWriter{w: out, left: desc.Size})
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(out.Name())
 		if errors.Is(err, sublayer.ErrDigestMismatch) || errors.Is(err, errTooLong) {
-			return "", 0, fmt.Errorf("%w: rebuilding %s from the sub-layer delta in %s: %v", ErrDigestMismatch, desc.Digest, r.a.name, err)
+			return "", 0, fmt.Errorf("%w: rebuilding %s from the sub-layer delta in %s: %v", ErrDigestMismatch, desc.Digest, r.a.Name(), err)
 		}
 		return "", 0, fmt.Errorf("rebuilding %s from its sub-layer delta: %w", desc.Digest, err)
 	}
-	return out.Name(), set.base.Spooled(), nil
+	return out.Name(), base.Spooled(), nil
 }
 
 // recipeFits reports whether a blob of media type mt can be what encoder
@@ -390,27 +395,24 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 // archive rebuilds a layer of its images (layers lists them), of that
 // layer's size, with a recipe that makes its media type and that this
 // build reproduces.
-func (a *archiveFile) checkDeltas(layers map[v1.Hash]v1.Descriptor) error {
-	for h := range a.deltas {
-		s, ok := a.section(deltaName(h))
-		if !ok {
-			return a.invalid("%s says %s is carried as a delta, but there is no %s", PlanFile, h, deltaName(h))
-		}
+func checkDeltas(a *archive.Reader, layers map[v1.Hash]v1.Descriptor) error {
+	for _, h := range a.Deltas() {
+		_, s := a.Delta(h)
 		hdr, err := sublayer.ReadHeader(s)
 		if err != nil {
-			return a.invalid("the delta of %s: %v", h, err)
+			return fmt.Errorf("%w: %s: the delta of %s: %v", ErrInvalidArchive, a.Name(), h, err)
 		}
 		desc, ok := layers[h]
 		switch {
 		case hdr.Digest != h:
-			return a.invalid("the delta in %s rebuilds %s", deltaName(h), hdr.Digest)
+			return fmt.Errorf("%w: %s: the delta in %s rebuilds %s", ErrInvalidArchive, a.Name(), archive.DeltaName(h), hdr.Digest)
 		case !ok:
-			return a.invalid("%s holds a delta of %s, which no image of the archive uses", deltaName(h), h)
+			return fmt.Errorf("%w: %s: %s holds a delta of %s, which no image of the archive uses", ErrInvalidArchive, a.Name(), archive.DeltaName(h), h)
 		case hdr.Size != desc.Size || !recipeFits(hdr.Recipe.Encoder, desc.MediaType):
-			return a.invalid("the delta of %s makes a %d-byte %s blob, but the layer is a %d-byte %s", h, hdr.Size, hdr.Recipe.Encoder, desc.Size, desc.MediaType)
+			return fmt.Errorf("%w: %s: the delta of %s makes a %d-byte %s blob, but the layer is a %d-byte %s", ErrInvalidArchive, a.Name(), h, hdr.Size, hdr.Recipe.Encoder, desc.Size, desc.MediaType)
 		}
 		if err := sublayer.CheckRecipe(&hdr.Recipe); err != nil {
-			return fmt.Errorf("%w: layer %s of %s needs %s: %v", ErrEncoderMismatch, h, a.name, hdr.Recipe.String(), err)
+			return fmt.Errorf("%w: layer %s of %s needs %s: %v", ErrEncoderMismatch, h, a.Name(), hdr.Recipe.String(), err)
 		}
 	}
 	return nil

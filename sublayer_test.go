@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/sandbox"
 )
 
@@ -154,12 +155,12 @@ func TestSublayerDeltas(t *testing.T) {
 			ctx := context.Background()
 			inc := imo.New(imo.WithPlainHTTP(), imo.WithSublayerDeltas(), imo.WithTempDir(t.TempDir()))
 			path := filepath.Join(t.TempDir(), "delta.tar")
-			plan, err := inc.PullToFile(ctx, src.ref("app:v1"), src.ref("app:v2"), path)
+			plan, err := pullToFile(ctx, inc, src.ref("app:v1"), src.ref("app:v2"), path)
 			if err != nil {
 				t.Fatalf("PullToFile() = %v", err)
 			}
 			h := digest(t, appV2)
-			var pb *imo.PlanBlob
+			var pb *archive.PlanBlob
 			for k := range plan.Blobs {
 				if plan.Blobs[k].Digest == h {
 					pb = &plan.Blobs[k]
@@ -184,7 +185,7 @@ func TestSublayerDeltas(t *testing.T) {
 
 			// The push rebuilds the exact blob from the base layers the
 			// destination holds.
-			results, err := inc.PushArchive(ctx, path, dst.ref("app:v2"))
+			results, err := pushArchive(ctx, inc, path, dst.ref("app:v2"))
 			if err != nil {
 				t.Fatalf("PushArchive() = %v", err)
 			}
@@ -197,7 +198,7 @@ func TestSublayerDeltas(t *testing.T) {
 			if !equalManifests(manifests(t, dst.ref("app:v2")), manifests(t, src.ref("app:v2"))) {
 				t.Errorf("the manifests at the destination differ from the source's")
 			}
-			inspected, err := imo.Inspect(ctx, path)
+			inspected, err := archive.Inspect(ctx, path)
 			if err != nil {
 				t.Fatalf("Inspect() = %v", err)
 			}
@@ -252,12 +253,12 @@ func TestSublayerUnsupportedEncoder(t *testing.T) {
 		t.Errorf("the layer from an unknown encoder is not carried whole")
 	}
 	// The plan, and so the dry run, says why.
-	plan, err := inc.Plan(context.Background(), src.ref("app:v1"), src.ref("app:v2"))
+	plan, err := planOf(context.Background(), inc, src.ref("app:v1"), src.ref("app:v2"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, pb := range plan.Blobs {
-		if pb.Digest == digest(t, appV2) && (!pb.Included || !strings.Contains(pb.Reason, "no sub-layer delta")) {
+		if pb.Digest == digest(t, appV2) && (!pb.Included || !strings.Contains(string(pb.Reason), "no sub-layer delta")) {
 			t.Errorf("the plan carries the layer with reason %q, want why it has no delta", pb.Reason)
 		}
 	}
@@ -284,7 +285,7 @@ func TestSublayerEncoderMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst.resetCounts()
-	_, err = inc.PushArchive(context.Background(), path, dst.ref("app:v2"))
+	_, err = pushArchive(context.Background(), inc, path, dst.ref("app:v2"))
 	if !errors.Is(err, imo.ErrEncoderMismatch) {
 		t.Errorf("PushArchive() = %v, want ErrEncoderMismatch", err)
 	}
@@ -308,7 +309,7 @@ func TestDistributionSublayer(t *testing.T) {
 			ctx := context.Background()
 			inc := imo.New(imo.WithPlainHTTP(), imo.WithSublayerDeltas(), imo.WithTempDir(t.TempDir()))
 			path := filepath.Join(t.TempDir(), "delta.tar")
-			plan, err := inc.PullToFile(ctx, src.Host+repo+"/app:v1", src.Host+repo+"/app:v2", path)
+			plan, err := pullToFile(ctx, inc, src.Host+repo+"/app:v1", src.Host+repo+"/app:v2", path)
 			if err != nil {
 				t.Fatalf("PullToFile() = %v", err)
 			}
@@ -362,7 +363,7 @@ func TestSublayerDeltaSharedAcrossBases(t *testing.T) {
 	}
 	dst := newTestRegistry(t, nil)
 	dst.write(t, dst.ref("app:v1"), v1s)
-	if _, err := inc.PushArchive(context.Background(), path, dst.Host+"/"); err != nil {
+	if _, err := pushArchive(context.Background(), inc, path, dst.Host+"/"); err != nil {
 		t.Errorf("PushArchive() = %v", err)
 	}
 }
@@ -397,7 +398,7 @@ func TestSublayerWithoutMounts(t *testing.T) {
 	dst := newTestRegistry(t, nil)
 	dst.write(t, dst.ref("app:v1"), v1s)
 	dst.write(t, dst.ref("app2:v1"), v1s)
-	if _, err := inc.PushArchive(context.Background(), path, noMountProxy(t, dst.Host)+"/"); err != nil {
+	if _, err := pushArchive(context.Background(), inc, path, noMountProxy(t, dst.Host)+"/"); err != nil {
 		t.Errorf("PushArchive() = %v", err)
 	}
 	if n := dst.count(http.MethodPut, "digest="+digest(t, appV2).String()); n != 2 {
@@ -408,7 +409,7 @@ func TestSublayerWithoutMounts(t *testing.T) {
 // deltas counts the layers the archive at path carries as deltas.
 func deltas(t *testing.T, path string) int {
 	t.Helper()
-	plan, err := imo.Inspect(context.Background(), path)
+	plan, err := archive.Inspect(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,11 +2,11 @@ package imo
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/imokit/imo/internal/reference"
 )
 
 // A push or vet destination is either an image reference, for an archive
@@ -14,14 +14,10 @@ import (
 // prefix, under which each image of the archive lands at its own
 // repository path, as skopeo sync and crane copy users know.
 
-// repoPath matches a repository path as the distribution specification
-// defines it.
-var repoPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-
 // isTarget reports whether dst names a target rather than an image: it
 // ends in "/", or it is a registry host[:port] alone.
 func isTarget(dst string) bool {
-	return strings.HasSuffix(dst, "/") || isHost(dst)
+	return strings.HasSuffix(dst, "/") || reference.IsHost(dst)
 }
 
 // target is a registry and a repository prefix in it.
@@ -33,15 +29,11 @@ type target struct {
 // parseTarget parses "host[:port][/prefix][/]".
 func (i *Incremental) parseTarget(s string) (target, error) {
 	host, prefix, _ := strings.Cut(strings.TrimSuffix(s, "/"), "/")
-	var opts []name.Option
-	if i.opts.plainPush {
-		opts = append(opts, name.Insecure)
-	}
-	reg, err := name.NewRegistry(host, append(opts, name.StrictValidation)...)
-	if err != nil || !isHost(host) {
+	reg, err := name.NewRegistry(host, append(i.push.NameOptions(), name.StrictValidation)...)
+	if err != nil || !reference.IsHost(host) {
 		return target{}, fmt.Errorf("%w: %q: want a registry host[:port] with an optional /prefix", ErrInvalidReference, s)
 	}
-	if prefix != "" && !repoPath.MatchString(prefix) {
+	if prefix != "" && !reference.RepositoryPath(prefix) {
 		return target{}, fmt.Errorf("%w: %q: prefix %q is not a repository path (lower-case letters, digits, separators)", ErrInvalidReference, s, prefix)
 	}
 	return target{registry: reg, prefix: prefix}, nil
@@ -55,11 +47,11 @@ func (t target) ref(source string, top v1.Hash) (name.Reference, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := src.repo.RepositoryStr()
-	if !repoPath.MatchString(path) {
+	path := src.Repo.RepositoryStr()
+	if !reference.RepositoryPath(path) {
 		return nil, fmt.Errorf("%w: the archive names the image %q, whose repository path %q is not plain lower-case components", ErrInvalidTarget, source, path)
 	}
-	return src.in(t.registry.Repo(t.prefix, path), top), nil
+	return src.In(t.registry.Repo(t.prefix, path), top), nil
 }
 
 // within reports whether repo lies under the target's prefix.
@@ -69,27 +61,18 @@ func (t target) within(repo string) bool {
 
 // parseSource parses the reference an archive names an image by. A
 // reference with neither tag nor digest meant "latest" when it was pulled.
-func parseSource(source string) (imageRef, error) {
+func parseSource(source string) (reference.Ref, error) {
 	if source == "" {
-		return imageRef{}, fmt.Errorf("%w: the image has no reference name in the archive; push it to an explicit reference", ErrInvalidTarget)
+		return reference.Ref{}, fmt.Errorf("%w: the image has no reference name in the archive; push it to an explicit reference", ErrInvalidTarget)
 	}
-	src, err := parseImageRef(source)
+	src, err := reference.Parse(source)
 	if err != nil {
-		return imageRef{}, fmt.Errorf("%w: the archive names the image %q, which is not a reference: %v", ErrInvalidTarget, source, err)
+		return reference.Ref{}, fmt.Errorf("%w: the archive names the image %q, which is not a reference: %v", ErrInvalidTarget, source, err)
 	}
-	if src.tag == "" && src.digest == "" {
-		src.tag = name.DefaultTag
+	if src.Tag == "" && src.Digest == "" {
+		src.Tag = name.DefaultTag
 	}
 	return src, nil
-}
-
-// in is where an image named src lands in repo: at src's tag, or, when src
-// names a digest alone, at top, the digest of the image's top manifest.
-func (src imageRef) in(repo name.Repository, top v1.Hash) name.Reference {
-	if src.tag != "" {
-		return repo.Tag(src.tag)
-	}
-	return repo.Digest(top.String())
 }
 
 // placeImage decides where the one image of an archive goes for a
@@ -99,37 +82,34 @@ func (src imageRef) in(repo name.Repository, top v1.Hash) name.Reference {
 // index.json, where a bare name is a tag), or, without one, its digest. A
 // digest in the destination must be the image's.
 func (i *Incremental) placeImage(dst string, img *destImage, fromPlan bool) (name.Reference, error) {
-	if !namesRegistry(dst) {
+	if !reference.NamesRegistry(dst) {
 		return nil, fmt.Errorf("%w: destination %q names no registry: imo pushes only to a registry you name (write host[:port]/%s, or docker.io/%s for Docker Hub)", ErrInvalidReference, dst, dst, dst)
 	}
-	r, err := i.parseRef(dst, i.opts.plainPush)
+	r, err := reference.Parse(dst, i.push.NameOptions()...)
 	if err != nil {
-		return nil, fmt.Errorf("destination: %w", err)
+		return nil, fmt.Errorf("destination: %w: %q: %v", ErrInvalidReference, dst, err)
 	}
-	top := img.graph.top().desc.Digest
-	if r.digest != "" && r.digest != top.String() {
+	top := img.graph.Top().Desc.Digest
+	if r.Digest != "" && r.Digest != top.String() {
 		return nil, fmt.Errorf("destination %s names a digest, but the archive holds %s", dst, top)
 	}
-	if r.tag == "" && r.digest == "" {
-		r.tag = sourceTag(img.name, fromPlan)
+	if r.Tag == "" && r.Digest == "" {
+		r.Tag = sourceTag(img.name, fromPlan)
 	}
-	return r.in(r.repo, top), nil
+	return r.In(r.Repo, top), nil
 }
-
-// bareTag matches a tag written alone.
-var bareTag = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
 
 // sourceTag is the tag the archive's name for an image carries, or "" for
 // an image named by digest alone. imo's plan holds references as the user
 // wrote them; index.json's ref.name annotation, as other tools write it,
 // is often a tag alone.
 func sourceTag(source string, fromPlan bool) string {
-	if !fromPlan && bareTag.MatchString(source) {
+	if !fromPlan && reference.BareTag(source) {
 		return source
 	}
 	src, err := parseSource(source)
 	if err != nil {
 		return ""
 	}
-	return src.tag
+	return src.Tag
 }

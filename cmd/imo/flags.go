@@ -13,19 +13,14 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
-// side is which registries a command talks to.
-type side int
+// flags are the flags the commands share. Each command registers the
+// groups it uses, so that a flag a command would ignore is a usage error;
+// fields of groups not registered keep their defaults.
+type flags struct {
+	cmd *cobra.Command
 
-const (
-	pullSide side = iota // base and final images
-	pushSide             // the destination
-)
-
-// globalFlags are the flags every command shares.
-type globalFlags struct {
 	platforms []string
 	osName    string
 	arch      string
@@ -51,54 +46,107 @@ type globalFlags struct {
 	quiet    bool
 }
 
-func (g *globalFlags) register(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&g.platforms, "platform", nil, "keep only this platform, os/arch[/variant] (repeatable), or all (default: the image as published)")
-	fs.StringVar(&g.osName, "os", "", "shorthand for --platform OS/ARCH: the operating system (default: this machine's, when --arch is given)")
-	fs.StringVar(&g.arch, "arch", "", "shorthand for --platform OS/ARCH: the architecture (default: this machine's, when --os is given)")
-
-	fs.StringVar(&g.creds, "creds", "", "USER:PASS for every registry (default: docker config and credential helpers)")
-	fs.StringVarP(&g.user, "user", "u", "", "user name for every registry")
-	fs.StringVarP(&g.password, "password", "p", "", "password for every registry (prefer --password-stdin)")
-	fs.BoolVar(&g.passwordStdin, "password-stdin", false, "read the password from standard input")
-	fs.StringVar(&g.baseCreds, "base-creds", "", "USER:PASS for the base image's registry")
-	fs.StringVar(&g.finalCreds, "final-creds", "", "USER:PASS for the final image's registry")
-	fs.StringVar(&g.destCreds, "dest-creds", "", "USER:PASS for the destination registry")
-
-	fs.BoolVarP(&g.insecure, "insecure", "i", false, "do not verify TLS certificates")
-	fs.BoolVar(&g.plainHTTP, "plain-http", false, "talk plain HTTP to the registries (default: HTTPS, never falling back)")
-	fs.StringVarP(&g.scheme, "scheme", "s", "https", "https, or http (same as --plain-http)")
-	fs.StringVarP(&g.caCert, "cacert", "x", "", "PEM file of CA certificates to trust besides the system's")
-	fs.StringVarP(&g.cert, "cert", "c", "", "PEM client certificate for mutual TLS (with --key)")
-	fs.StringVarP(&g.key, "key", "k", "", "PEM client key for mutual TLS (with --cert)")
-	fs.StringVarP(&g.namespace, "ns", "n", "", "pull through a mirror: send ns=NAMESPACE (the upstream registry) on every request")
-	fs.StringVar(&g.tempDir, "temp-dir", "", "where temporary files go: sub-layer work and archives pushed from standard input (default: the system's)")
-	fs.StringArrayVar(&g.mountFrom, "mount-from", nil, "vet and push: take blobs the archive leaves out from this repository of the destination registry (repeatable)")
-	fs.IntVarP(&g.jobs, "jobs", "j", 4, "requests made at once where order does not matter")
-	fs.IntVar(&g.retries, "retries", 4, "retries of a transient failure, per request and per blob (0: none)")
-	fs.DurationVar(&g.retryWait, "retry-wait", 250*time.Millisecond, "wait before the first retry; each next one waits three times longer")
-	fs.DurationVar(&g.stall, "stall-timeout", 30*time.Second, "give up on a registry request that gets no answer, or no byte of a body, for this long, and retry it (0: wait for ever)")
-
-	fs.StringVar(&g.progress, "progress", "auto", "auto (bars on a terminal, plain lines otherwise), bars, plain, json or none; on stderr")
-	fs.BoolVarP(&g.quiet, "quiet", "q", false, "no progress (same as --progress none)")
+// newFlags returns the flags of cmd, with their defaults.
+func newFlags(cmd *cobra.Command) *flags {
+	return &flags{cmd: cmd, scheme: "https", jobs: 4, retries: 4, retryWait: 250 * time.Millisecond, stall: 30 * time.Second, progress: "auto"}
 }
 
-// options turns the flags into library options for a command that talks
-// to the given side.
-func (g *globalFlags) options(cmd *cobra.Command, s side) ([]imo.Option, error) {
-	var opts []imo.Option
-	reporter, err := g.reporter(cmd)
+// platform registers --platform, --os and --arch.
+func (f *flags) platform() *flags {
+	fs := f.cmd.Flags()
+	fs.StringArrayVar(&f.platforms, "platform", nil, "keep only this platform, os/arch[/variant] (repeatable), or all (default: the image as published)")
+	fs.StringVar(&f.osName, "os", "", "shorthand for --platform OS/ARCH: the operating system (default: this machine's, when --arch is given)")
+	fs.StringVar(&f.arch, "arch", "", "shorthand for --platform OS/ARCH: the architecture (default: this machine's, when --os is given)")
+	return f
+}
+
+// credentials registers the credentials of every registry, and of the
+// sides named: "base", "final", "dest".
+func (f *flags) credentials(sides ...string) *flags {
+	fs := f.cmd.Flags()
+	fs.StringVar(&f.creds, "creds", "", "USER:PASS for every registry (default: docker config and credential helpers)")
+	fs.StringVarP(&f.user, "user", "u", "", "user name for every registry")
+	fs.StringVarP(&f.password, "password", "p", "", "password for every registry (prefer --password-stdin)")
+	fs.BoolVar(&f.passwordStdin, "password-stdin", false, "read the password from standard input")
+	for _, s := range sides {
+		switch s {
+		case "base":
+			fs.StringVar(&f.baseCreds, "base-creds", "", "USER:PASS for the base image's registry")
+		case "final":
+			fs.StringVar(&f.finalCreds, "final-creds", "", "USER:PASS for the final image's registry")
+		case "dest":
+			fs.StringVar(&f.destCreds, "dest-creds", "", "USER:PASS for the destination registry")
+		}
+	}
+	return f
+}
+
+// network registers how registries are reached: TLS, plain HTTP, retries
+// and the stall timeout.
+func (f *flags) network() *flags {
+	fs := f.cmd.Flags()
+	fs.BoolVarP(&f.insecure, "insecure", "i", false, "do not verify TLS certificates")
+	fs.BoolVar(&f.plainHTTP, "plain-http", false, "talk plain HTTP to the registries (default: HTTPS, never falling back)")
+	fs.StringVarP(&f.scheme, "scheme", "s", "https", "https, or http (same as --plain-http)")
+	fs.StringVarP(&f.caCert, "cacert", "x", "", "PEM file of CA certificates to trust besides the system's")
+	fs.StringVarP(&f.cert, "cert", "c", "", "PEM client certificate for mutual TLS (with --key)")
+	fs.StringVarP(&f.key, "key", "k", "", "PEM client key for mutual TLS (with --cert)")
+	fs.IntVar(&f.retries, "retries", 4, "retries of a transient failure, per request and per blob (0: none)")
+	fs.DurationVar(&f.retryWait, "retry-wait", 250*time.Millisecond, "wait before the first retry; each next one waits three times longer")
+	fs.DurationVar(&f.stall, "stall-timeout", 30*time.Second, "give up on a registry request that gets no answer, or no byte of a body, for this long, and retry it (0: wait for ever)")
+	return f
+}
+
+// mirror registers --ns.
+func (f *flags) mirror() *flags {
+	f.cmd.Flags().StringVarP(&f.namespace, "ns", "n", "", "pull through a mirror: send ns=NAMESPACE (the upstream registry) on every request")
+	return f
+}
+
+// transfer registers --jobs and the progress flags.
+func (f *flags) transfer() *flags {
+	fs := f.cmd.Flags()
+	fs.IntVarP(&f.jobs, "jobs", "j", 4, "requests made at once where order does not matter")
+	fs.StringVar(&f.progress, "progress", "auto", "auto (bars on a terminal, plain lines otherwise), bars, plain, json or none; on stderr")
+	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no progress (same as --progress none)")
+	return f
+}
+
+// temp registers --temp-dir.
+func (f *flags) temp(what string) *flags {
+	f.cmd.Flags().StringVar(&f.tempDir, "temp-dir", "", "where temporary files go: "+what+" (default: the system's)")
+	return f
+}
+
+// mounts registers --mount-from.
+func (f *flags) mounts() *flags {
+	f.cmd.Flags().StringArrayVar(&f.mountFrom, "mount-from", nil, "take blobs the archive leaves out from this repository of the destination registry (repeatable)")
+	return f
+}
+
+// incremental builds the library client from the flags, with extra options.
+func (f *flags) incremental(extra ...imo.Option) (*imo.Incremental, error) {
+	opts, err := f.options()
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, imo.WithReporter(reporter), imo.WithJobs(g.jobs), imo.WithRetries(g.retries, g.retryWait), imo.WithStallTimeout(g.stall))
-	if g.jobs < 1 {
+	return imo.New(append(opts, extra...)...), nil
+}
+
+// options turns the flags into library options.
+func (f *flags) options() ([]imo.Option, error) {
+	if f.jobs < 1 {
 		return nil, usagef("--jobs must be at least 1")
 	}
-	if g.retries < 0 || g.retryWait < 0 || g.stall < 0 {
+	if f.retries < 0 || f.retryWait < 0 || f.stall < 0 {
 		return nil, usagef("--retries, --retry-wait and --stall-timeout must not be negative")
 	}
-
-	platforms, all, err := g.platformList()
+	reporter, err := f.reporter()
+	if err != nil {
+		return nil, err
+	}
+	opts := []imo.Option{imo.WithReporter(reporter), imo.WithJobs(f.jobs), imo.WithRetries(f.retries, f.retryWait), imo.WithStallTimeout(f.stall)}
+	platforms, all, err := f.platformList()
 	if err != nil {
 		return nil, err
 	}
@@ -107,65 +155,78 @@ func (g *globalFlags) options(cmd *cobra.Command, s side) ([]imo.Option, error) 
 	} else if len(platforms) > 0 {
 		opts = append(opts, imo.WithPlatforms(platforms...))
 	}
-
-	credOpts, err := g.credentials(cmd, s)
+	creds, err := f.credentialOptions()
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, credOpts...)
+	opts = append(opts, creds...)
+	tlsOpts, err := f.transportOptions()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, tlsOpts...)
+	if f.namespace != "" {
+		opts = append(opts, imo.WithNamespace(f.namespace))
+	}
+	if f.tempDir != "" {
+		opts = append(opts, imo.WithTempDir(f.tempDir))
+	}
+	if len(f.mountFrom) > 0 {
+		opts = append(opts, imo.WithMountFrom(f.mountFrom...))
+	}
+	return opts, nil
+}
 
-	switch g.scheme {
+// transportOptions are the options of --scheme, --plain-http, --insecure,
+// --cacert, --cert and --key.
+func (f *flags) transportOptions() ([]imo.Option, error) {
+	var opts []imo.Option
+	switch f.scheme {
 	case "https":
 	case "http":
-		g.plainHTTP = true
+		f.plainHTTP = true
 	default:
-		return nil, usagef("--scheme must be http or https, not %q", g.scheme)
+		return nil, usagef("--scheme must be http or https, not %q", f.scheme)
 	}
-	if g.plainHTTP {
+	if f.plainHTTP {
 		opts = append(opts, imo.WithPlainHTTP())
 	}
-	if g.insecure {
-		fmt.Fprintln(cmd.ErrOrStderr(), "imo: warning: --insecure: TLS certificates are not verified")
+	if f.insecure {
+		fmt.Fprintln(f.cmd.ErrOrStderr(), "imo: warning: --insecure: TLS certificates are not verified")
 		opts = append(opts, imo.WithInsecure())
 	}
-	if g.caCert != "" {
-		pem, err := os.ReadFile(g.caCert)
+	if f.caCert != "" {
+		pem, err := os.ReadFile(f.caCert)
 		if err != nil {
 			return nil, usagef("--cacert: %v", err)
 		}
 		opts = append(opts, imo.WithCABundle(pem))
 	}
-	if (g.cert == "") != (g.key == "") {
+	if (f.cert == "") != (f.key == "") {
 		return nil, usagef("--cert and --key go together")
 	}
-	if g.cert != "" {
-		pair, err := tls.LoadX509KeyPair(g.cert, g.key)
+	if f.cert != "" {
+		pair, err := tls.LoadX509KeyPair(f.cert, f.key)
 		if err != nil {
 			return nil, usagef("--cert/--key: %v", err)
 		}
 		opts = append(opts, imo.WithClientCertificate(pair))
 	}
-	if g.namespace != "" {
-		opts = append(opts, imo.WithNamespace(g.namespace))
-	}
-	if g.tempDir != "" {
-		opts = append(opts, imo.WithTempDir(g.tempDir))
-	}
-	if len(g.mountFrom) > 0 {
-		opts = append(opts, imo.WithMountFrom(g.mountFrom...))
-	}
 	return opts, nil
 }
 
-func (g *globalFlags) reporter(cmd *cobra.Command) (imo.Reporter, error) {
-	w := cmd.ErrOrStderr()
-	mode := g.progress
-	if g.quiet {
+func (f *flags) reporter() (imo.Reporter, error) {
+	w := f.cmd.ErrOrStderr()
+	mode := f.progress
+	if f.quiet {
 		mode = "none"
 	}
 	switch mode {
 	case "auto":
-		return imo.NewWriterReporter(w), nil
+		if isTerminal(w) {
+			return imo.NewBarReporter(w), nil
+		}
+		return imo.NewLineReporter(w), nil
 	case "bars":
 		return imo.NewBarReporter(w), nil
 	case "plain":
@@ -173,15 +234,15 @@ func (g *globalFlags) reporter(cmd *cobra.Command) (imo.Reporter, error) {
 	case "json":
 		return imo.NewJSONReporter(w), nil
 	case "none":
-		return imo.ReporterFunc(func(imo.Event) {}), nil
+		return nil, nil
 	}
-	return nil, usagef("--progress must be auto, bars, plain, json or none, not %q", g.progress)
+	return nil, usagef("--progress must be auto, bars, plain, json or none, not %q", f.progress)
 }
 
 // platformList parses --platform, --os and --arch; all is true for
 // --platform all.
-func (g *globalFlags) platformList() (ps []v1.Platform, all bool, err error) {
-	for _, s := range g.platforms {
+func (f *flags) platformList() (ps []v1.Platform, all bool, err error) {
+	for _, s := range f.platforms {
 		if s == "all" {
 			all = true
 			continue
@@ -192,8 +253,8 @@ func (g *globalFlags) platformList() (ps []v1.Platform, all bool, err error) {
 		}
 		ps = append(ps, *p)
 	}
-	if g.osName != "" || g.arch != "" {
-		p := v1.Platform{OS: g.osName, Architecture: g.arch}
+	if f.osName != "" || f.arch != "" {
+		p := v1.Platform{OS: f.osName, Architecture: f.arch}
 		if p.OS == "" {
 			p.OS = runtime.GOOS
 		}
@@ -208,37 +269,36 @@ func (g *globalFlags) platformList() (ps []v1.Platform, all bool, err error) {
 	return ps, all, nil
 }
 
-// credentials returns the options for the explicit credentials of the
-// registries on side s; without any, the keychain is used.
-func (g *globalFlags) credentials(cmd *cobra.Command, s side) ([]imo.Option, error) {
-	if g.passwordStdin {
-		if g.password != "" {
+// credentialOptions returns the options for the explicit credentials the
+// command was given; without any, the keychain is used.
+func (f *flags) credentialOptions() ([]imo.Option, error) {
+	if f.passwordStdin {
+		if f.password != "" {
 			return nil, usagef("--password and --password-stdin conflict")
 		}
-		line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+		line, err := bufio.NewReader(f.cmd.InOrStdin()).ReadString('\n')
 		if err != nil && line == "" {
 			return nil, usagef("--password-stdin: no password on standard input")
 		}
-		g.password = strings.TrimRight(line, "\r\n")
+		f.password = strings.TrimRight(line, "\r\n")
 	}
-	every := g.creds
-	if every == "" && (g.user != "" || g.password != "") {
-		if g.user == "" {
+	every := f.creds
+	if every == "" && (f.user != "" || f.password != "") {
+		if f.user == "" {
 			return nil, usagef("--password needs --user")
 		}
-		every = g.user + ":" + g.password
+		every = f.user + ":" + f.password
 	}
 	var opts []imo.Option
 	for _, c := range []struct {
 		flag, value string
-		sides       side
 		with        func(user, pass string) imo.Option
 	}{
-		{"base-creds", cmp.Or(g.baseCreds, every), pullSide, imo.WithBaseAuth},
-		{"final-creds", cmp.Or(g.finalCreds, every), pullSide, imo.WithFinalAuth},
-		{"dest-creds", cmp.Or(g.destCreds, every), pushSide, imo.WithPushAuth},
+		{"base-creds", cmp.Or(f.baseCreds, every), imo.WithBaseAuth},
+		{"final-creds", cmp.Or(f.finalCreds, every), imo.WithFinalAuth},
+		{"dest-creds", cmp.Or(f.destCreds, every), imo.WithPushAuth},
 	} {
-		if c.value == "" || c.sides != s {
+		if c.value == "" || f.cmd.Flags().Lookup(c.flag) == nil {
 			continue
 		}
 		user, pass, ok := strings.Cut(c.value, ":")

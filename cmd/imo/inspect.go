@@ -9,7 +9,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 	"github.com/spf13/cobra"
 )
 
@@ -26,7 +26,7 @@ image layout in a tar, such as skopeo's oci-archive.`,
   imo inspect --json difference.tar | jq '.blobs[] | select(.included | not)'`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			plan, err := imo.Inspect(cmd.Context(), args[0])
+			plan, err := archive.Inspect(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -48,7 +48,7 @@ image layout in a tar, such as skopeo's oci-archive.`,
 
 // printPlan writes a plan for people; archiveSize is the archive file's
 // size, or -1 before there is one.
-func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
+func printPlan(w io.Writer, p *archive.Plan, archiveSize int64) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, img := range p.Images {
 		if img.Subject != (v1.Hash{}) {
@@ -71,20 +71,20 @@ func printPlan(w io.Writer, p *imo.Plan, archiveSize int64) error {
 		}
 	}
 	for _, inv := range p.Inventories {
-		fmt.Fprintf(tw, "inventory\t%s\ttaken %s (%s ago), %d blobs\n", inventoryName(inv), inv.Taken.Format(time.RFC3339), time.Since(inv.Taken).Round(time.Second), inv.Blobs)
+		fmt.Fprintf(tw, "inventory\t%s\ttaken %s (%s ago), %d blobs\n", inv.Name(), inv.Taken.Format(time.RFC3339), time.Since(inv.Taken).Round(time.Second), inv.Blobs)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "BLOB\tSIZE\tMEDIA TYPE\tCARRIED")
 	for _, b := range p.Blobs {
 		carried := "yes"
 		if b.Reason != "" {
-			carried = "yes: " + b.Reason
+			carried = "yes: " + string(b.Reason)
 		}
 		switch {
 		case b.Delta != nil:
 			carried = fmt.Sprintf("delta: %d bytes (%.1f%%), %s", b.Delta.Size, percent(b.Delta.Size, b.Size), b.Delta.Recipe)
 		case !b.Included:
-			carried = "no: " + b.Reason
+			carried = "no: " + string(b.Reason)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", b.Digest, b.Size, b.MediaType, carried)
 	}
@@ -124,14 +124,6 @@ func hashOrNothing(h v1.Hash) string {
 		return ""
 	}
 	return h.String()
-}
-
-// inventoryName is what an inventory covers.
-func inventoryName(inv imo.PlanInventory) string {
-	if inv.Prefix == "" {
-		return inv.Registry
-	}
-	return inv.Registry + "/" + inv.Prefix
 }
 
 // percent is part as a percentage of whole.

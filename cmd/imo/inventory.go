@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/outfile"
+	"github.com/imokit/imo/inventory"
 	"github.com/spf13/cobra"
 )
 
-func newInventoryCmd(g *globalFlags) *cobra.Command {
+func newInventoryCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "inventory TARGET [REPO ...]",
@@ -31,33 +31,31 @@ goes to standard error (not with --quiet). Uses the destination's flags (--dest-
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "-" {
-				if err := outfile.Check(output); err != nil {
-					return usageError{fmt.Errorf("-o: %w", err)}
-				}
+	}
+	f := newFlags(cmd).credentials("dest").network().transfer()
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if output != "-" {
+			if err := outfile.Check(output); err != nil {
+				return usageError{fmt.Errorf("-o: %w", err)}
 			}
-			inc, err := newIncremental(cmd, g, pushSide)
-			if err != nil {
-				return err
-			}
-			inv, err := inc.Inventory(cmd.Context(), args[0], args[1:]...)
-			if err != nil {
-				return err
-			}
-			if output == "-" {
-				err = inv.Write(cmd.OutOrStdout())
-			} else {
-				err = writeInventoryFile(cmd.Context(), inv, output)
-			}
-			if err != nil {
-				return err
-			}
-			if g.quiet {
-				return nil
-			}
-			return printInventorySummary(cmd.ErrOrStderr(), inv, output)
-		},
+		}
+		inc, err := f.incremental()
+		if err != nil {
+			return err
+		}
+		inv, err := inc.Inventory(cmd.Context(), args[0], args[1:]...)
+		if err != nil {
+			return err
+		}
+		if output == "-" {
+			err = inv.Write(cmd.OutOrStdout())
+		} else {
+			err = writeInventoryFile(cmd.Context(), inv, output)
+		}
+		if err != nil || f.quiet {
+			return err
+		}
+		return printInventorySummary(cmd.ErrOrStderr(), inv, output)
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "-", "inventory file to write, or - for standard output")
 	return cmd
@@ -65,7 +63,7 @@ goes to standard error (not with --quiet). Uses the destination's flags (--dest-
 
 // writeInventoryFile writes inv to path as the outfile package does:
 // a regular file complete or not at all, a FIFO or device straight.
-func writeInventoryFile(ctx context.Context, inv *imo.Inventory, path string) error {
+func writeInventoryFile(ctx context.Context, inv *inventory.Inventory, path string) error {
 	out, err := outfile.Open(ctx, path)
 	if err != nil {
 		return err
@@ -78,11 +76,11 @@ func writeInventoryFile(ctx context.Context, inv *imo.Inventory, path string) er
 }
 
 // printInventorySummary writes one line about inv to w.
-func printInventorySummary(w io.Writer, inv *imo.Inventory, output string) error {
+func printInventorySummary(w io.Writer, inv *inventory.Inventory, output string) error {
 	var manifests, blobs int
 	var size int64
 	for _, b := range inv.Blobs {
-		if b.Kind == imo.InventoryManifest {
+		if b.Kind == inventory.KindManifest {
 			manifests++
 		} else {
 			blobs++
@@ -93,14 +91,7 @@ func printInventorySummary(w io.Writer, inv *imo.Inventory, output string) error
 	if output != "-" {
 		where = " into " + output
 	}
-	_, err := fmt.Fprintf(w, "imo: inventory of %s%s: %d repositories, %d manifests, %d blobs, %d bytes, in %s%s\n",
-		inv.Registry, prefixSuffix(inv.Prefix), len(inv.Repositories), manifests, blobs, size, inv.Took, where)
+	_, err := fmt.Fprintf(w, "imo: inventory of %s: %d repositories, %d manifests, %d blobs, %d bytes, in %s%s\n",
+		inv.Name(), len(inv.Repositories), manifests, blobs, size, inv.Took, where)
 	return err
-}
-
-func prefixSuffix(prefix string) string {
-	if prefix == "" {
-		return ""
-	}
-	return "/" + prefix
 }

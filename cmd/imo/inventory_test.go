@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imokit/imo"
+	"github.com/imokit/imo/inventory"
 )
 
 func TestInventory(t *testing.T) {
@@ -25,11 +25,11 @@ func TestInventory(t *testing.T) {
 	if n := strings.Count(r.stderr, "\n"); n != 1 {
 		t.Errorf("imo inventory printed %d lines on stderr, want the summary alone:\n%s", n, r)
 	}
-	inv, err := imo.LoadInventory(out)
+	inv, err := inventory.Load(out)
 	if err != nil {
 		t.Fatalf("imo inventory wrote an invalid inventory: %v", err)
 	}
-	if b, ok := inv.Blob(v1Digest); !ok || b.Kind != imo.InventoryManifest || len(inv.Repositories) != 1 || inv.Repositories[0].Name != "app" {
+	if b, ok := inv.Blob(v1Digest); !ok || b.Kind != inventory.KindManifest || len(inv.Repositories) != 1 || inv.Repositories[0].Name != "app" {
 		t.Errorf("imo inventory: the inventory lacks app:v1's index %s: %+v", v1Digest, inv)
 	}
 	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o644 {
@@ -41,7 +41,7 @@ func TestInventory(t *testing.T) {
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("imo inventory -q: want exit 0 and nothing on stderr:\n%s", r)
 	}
-	fromStdout, err := imo.ReadInventory(strings.NewReader(r.stdout))
+	fromStdout, err := inventory.Read(strings.NewReader(r.stdout))
 	if err != nil || len(fromStdout.Blobs) != len(inv.Blobs) {
 		t.Errorf("imo inventory to stdout: %v, want the %d blobs of the file:\n%s", err, len(inv.Blobs), r)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/sandbox"
 )
 
@@ -73,25 +73,25 @@ func TestDemo(t *testing.T) {
 func TestPullVetPush(t *testing.T) {
 	src, site, pair := registries(t, nil, nil)
 	dir := t.TempDir()
-	archive := filepath.Join(dir, "difference.tar")
+	path := filepath.Join(dir, "difference.tar")
 
-	r := imoCmd(t, "", "pull", "--plain-http", "--progress", "plain", src.Ref("app:v1"), src.Ref("app:v2"), "-o", archive)
-	if r.code != 0 || r.stdout != archive+"\n" {
-		t.Fatalf("imo pull: stdout should hold only the archive's path:\n%s", r)
+	r := imoCmd(t, "", "pull", "--plain-http", "--progress", "plain", src.Ref("app:v1"), src.Ref("app:v2"), "-o", path)
+	if r.code != 0 || r.stdout != path+"\n" {
+		t.Fatalf("imo pull: stdout should hold only the path's path:\n%s", r)
 	}
 	if !strings.Contains(r.stderr, "copied sha256:") {
 		t.Errorf("imo pull --progress plain printed no progress on stderr:\n%s", r)
 	}
 
-	r = imoCmd(t, "", "vet", "--plain-http", archive, site.Ref("empty:v2"))
+	r = imoCmd(t, "", "vet", "--plain-http", path, site.Ref("empty:v2"))
 	if r.code != exitMissing || strings.Count(r.stdout, "missing sha256:") != len(pair.Shared) {
 		t.Errorf("imo vet into an empty repository: want exit 3 and %d missing blobs listed:\n%s", len(pair.Shared), r)
 	}
-	r = imoCmd(t, "", "push", "--plain-http", archive, site.Ref("empty:v2"))
+	r = imoCmd(t, "", "push", "--plain-http", path, site.Ref("empty:v2"))
 	if r.code != exitMissing {
 		t.Errorf("imo push into an empty repository: want exit 3:\n%s", r)
 	}
-	r = imoCmd(t, "", "vet", "--plain-http", archive, site.Ref("app:v2"))
+	r = imoCmd(t, "", "vet", "--plain-http", path, site.Ref("app:v2"))
 	if r.code != 0 {
 		t.Errorf("imo vet:\n%s", r)
 	}
@@ -99,17 +99,17 @@ func TestPullVetPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r = imoCmd(t, "", "push", "--plain-http", "-q", archive, site.Ref("app:v2"))
+	r = imoCmd(t, "", "push", "--plain-http", "-q", path, site.Ref("app:v2"))
 	if r.code != 0 || r.stdout != site.Ref("app:v2@"+want.String())+"\n" || r.stderr != "" {
 		t.Errorf("imo push: want only %s on stdout:\n%s", site.Ref("app:v2@"+want.String()), r)
 	}
 
-	r = imoCmd(t, "", "inspect", "--json", archive)
-	var plan imo.Plan
+	r = imoCmd(t, "", "inspect", "--json", path)
+	var plan archive.Plan
 	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil || plan.Images[0].Final.Digest != want {
 		t.Errorf("imo inspect --json: %v\n%s", err, r)
 	}
-	r = imoCmd(t, "", "inspect", archive)
+	r = imoCmd(t, "", "inspect", path)
 	if r.code != 0 || !strings.Contains(r.stdout, "no: in base") || !strings.Contains(r.stdout, "saves") {
 		t.Errorf("imo inspect:\n%s", r)
 	}
@@ -121,7 +121,7 @@ func TestPipe(t *testing.T) {
 	if pulled.code != 0 {
 		t.Fatalf("imo pull -o -:\n%s", pulled.stderr)
 	}
-	if r := imoCmd(t, "not an archive", "push", "--plain-http", "-q", "-", site.Ref("app:v2")); r.code != exitError || strings.Contains(r.stderr, "imo-push-") || !strings.Contains(r.stderr, "the archive stream") {
+	if r := imoCmd(t, "not an archive", "push", "--plain-http", "-q", "-", site.Ref("app:v2")); r.code != exitError || strings.Contains(r.stderr, "imo-spool-") || !strings.Contains(r.stderr, "standard input") {
 		t.Errorf("imo push - of a bad stream: want an error naming the stream, not the spool file:\n%s", r)
 	}
 	r := imoCmd(t, pulled.stdout, "push", "--plain-http", "-q", "-", site.Ref("app:v2"))

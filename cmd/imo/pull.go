@@ -1,17 +1,16 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/outfile"
+	"github.com/imokit/imo/inventory"
 	"github.com/spf13/cobra"
 )
 
-func newPullCmd(g *globalFlags) *cobra.Command {
+func newPullCmd() *cobra.Command {
 	var output, from, sublayer string
 	var have []string
 	var dryRun, withReferrers bool
@@ -55,59 +54,45 @@ at the destination, digest for digest.`,
 			}
 			return exactArgs(2)(cmd, args)
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "-" && !dryRun {
-				if err := outfile.Check(output); err != nil {
-					return usageError{fmt.Errorf("-o: %w", err)}
-				}
+	}
+	f := newFlags(cmd).platform().credentials("base", "final").network().mirror().transfer().temp("sub-layer work")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if output != "-" && !dryRun {
+			if err := outfile.Check(output); err != nil {
+				return usageError{fmt.Errorf("-o: %w", err)}
 			}
-			pairs, err := readPairs(cmd, from, args)
-			if err != nil {
-				return err
-			}
-			var extra []imo.Option
-			switch sublayer {
-			case "auto":
-				extra = append(extra, imo.WithSublayerDeltas())
-			case "off":
-			default:
-				return usagef("--sublayer %q: want auto or off", sublayer)
-			}
-			if withReferrers {
-				extra = append(extra, imo.WithReferrers())
-			}
-			for _, path := range have {
-				inv, err := imo.LoadInventory(path)
-				if err != nil {
-					return err
-				}
-				extra = append(extra, imo.WithHave(inv))
-			}
-			inc, err := newIncremental(cmd, g, pullSide, extra...)
-			if err != nil {
-				return err
-			}
-			bundle := cmd.Flags().Changed("from")
-			if dryRun {
-				var plan *imo.Plan
-				if bundle {
-					plan, err = inc.PlanBundle(cmd.Context(), pairs)
-				} else {
-					plan, err = inc.Plan(cmd.Context(), pairs[0].Base, pairs[0].Final)
-				}
-				if err != nil {
-					return err
-				}
-				return printPlan(cmd.OutOrStdout(), plan, -1)
-			}
-			if output == "-" {
-				if isTerminal(cmd.OutOrStdout()) {
-					return usagef("refusing to write an archive to a terminal: redirect standard output or use -o FILE")
-				}
-				return pullTo(cmd, inc, pairs, bundle, cmd.OutOrStdout())
-			}
-			return pullToFile(cmd, inc, pairs, bundle, output)
-		},
+		}
+		if output == "-" && !dryRun && isTerminal(cmd.OutOrStdout()) {
+			return usagef("refusing to write an archive to a terminal: redirect standard output or use -o FILE")
+		}
+		images, err := pullImages(cmd, from, args)
+		if err != nil {
+			return err
+		}
+		extra, err := pullOptions(sublayer, withReferrers, have)
+		if err != nil {
+			return err
+		}
+		inc, err := f.incremental(extra...)
+		if err != nil {
+			return err
+		}
+		diff, err := inc.Resolve(cmd.Context(), images)
+		if err != nil {
+			return err
+		}
+		defer diff.Close()
+		switch {
+		case dryRun:
+			return printPlan(cmd.OutOrStdout(), diff.Plan(), -1)
+		case output == "-":
+			return diff.WriteTo(cmd.Context(), cmd.OutOrStdout())
+		}
+		if err := diff.WriteFile(cmd.Context(), output); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(cmd.OutOrStdout(), output)
+		return err
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "difference.tar", "archive file to write, or - for standard output")
 	cmd.Flags().StringVar(&from, "from", "", "pull every BASE FINAL pair FILE lists into one archive (- for standard input)")
@@ -118,57 +103,46 @@ at the destination, digest for digest.`,
 	return cmd
 }
 
-// readPairs returns the pairs to pull: those the file from lists, or the
-// one the arguments name.
-func readPairs(cmd *cobra.Command, from string, args []string) ([]imo.Pair, error) {
+// pullOptions are the options of --sublayer, --with-referrers and --have.
+func pullOptions(sublayer string, withReferrers bool, have []string) ([]imo.Option, error) {
+	var opts []imo.Option
+	switch sublayer {
+	case "auto":
+		opts = append(opts, imo.WithSublayerDeltas())
+	case "off":
+	default:
+		return nil, usagef("--sublayer %q: want auto or off", sublayer)
+	}
+	if withReferrers {
+		opts = append(opts, imo.WithReferrers())
+	}
+	for _, path := range have {
+		inv, err := inventory.Load(path)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, imo.WithHave(inv))
+	}
+	return opts, nil
+}
+
+// pullImages returns what to pull: the bundle the file from lists, or the
+// pair the arguments name.
+func pullImages(cmd *cobra.Command, from string, args []string) (imo.Images, error) {
 	if !cmd.Flags().Changed("from") {
-		return []imo.Pair{{Base: args[0], Final: args[1]}}, nil
+		return imo.Pair{Base: args[0], Final: args[1]}, nil
 	}
 	if from == "-" {
-		return imo.ParsePairs(cmd.InOrStdin())
+		return parsePairs(cmd.InOrStdin())
 	}
-	f, err := os.Open(from)
+	file, err := os.Open(from)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	pairs, err := imo.ParsePairs(f)
+	defer file.Close()
+	pairs, err := parsePairs(file)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	return pairs, nil
-}
-
-// pullTo streams the archive to w: a bundle of pairs, or the one pair.
-func pullTo(cmd *cobra.Command, inc *imo.Incremental, pairs []imo.Pair, bundle bool, w io.Writer) error {
-	pull := inc.PullBundle
-	if !bundle {
-		pull = func(ctx context.Context, pairs []imo.Pair) (io.ReadCloser, error) {
-			return inc.Pull(ctx, pairs[0].Base, pairs[0].Final)
-		}
-	}
-	diff, err := pull(cmd.Context(), pairs)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(w, diff); err != nil {
-		diff.Close()
-		return err
-	}
-	return diff.Close()
-}
-
-// pullToFile writes the archive to path, complete or not at all.
-func pullToFile(cmd *cobra.Command, inc *imo.Incremental, pairs []imo.Pair, bundle bool, path string) error {
-	var err error
-	if bundle {
-		_, err = inc.PullBundleToFile(cmd.Context(), pairs, path)
-	} else {
-		_, err = inc.PullToFile(cmd.Context(), pairs[0].Base, pairs[0].Final, path)
-	}
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(cmd.OutOrStdout(), path)
-	return err
 }

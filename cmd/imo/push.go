@@ -1,17 +1,20 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 	"github.com/spf13/cobra"
 )
 
-func newPushCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
+func newPushCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "push ARCHIVE DEST",
 		Short: "Vet, then push ARCHIVE so that DEST holds exactly its images",
 		Long: `Vet, then push the archive: upload the blobs it carries that DEST lacks, then
@@ -32,30 +35,41 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
   imo push bundle.tar site-registry:5000/mirror
   imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2`,
 		Args: exactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if args[0] == "-" && g.passwordStdin {
-				return usagef("--password-stdin cannot be used when the archive comes from standard input")
-			}
-			if args[0] == "-" && isTerminal(cmd.InOrStdin()) {
-				return usagef("refusing to read an archive from a terminal: pipe one in, or name the archive file")
-			}
-			inc, err := newIncremental(cmd, g, pushSide)
-			if err != nil {
-				return err
-			}
-			var results []imo.ImageResult
-			if args[0] == "-" {
-				results, err = inc.PushStream(cmd.Context(), cmd.InOrStdin(), args[1])
-			} else {
-				results, err = inc.PushArchive(cmd.Context(), args[0], args[1])
-			}
-			noteTag(cmd.ErrOrStderr(), args[1], results)
-			if werr := printPushed(cmd.OutOrStdout(), results); err == nil {
-				err = werr
-			}
-			return err
-		},
 	}
+	f := newFlags(cmd).credentials("dest").network().transfer().temp("an archive read from standard input, and sub-layer work").mounts()
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if args[0] == "-" && f.passwordStdin {
+			return usagef("--password-stdin cannot be used when the archive comes from standard input")
+		}
+		if args[0] == "-" && isTerminal(cmd.InOrStdin()) {
+			return usagef("refusing to read an archive from a terminal: pipe one in, or name the archive file")
+		}
+		inc, err := f.incremental()
+		if err != nil {
+			return err
+		}
+		a, err := openArchive(cmd, args[0], f.tempDir)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		results, err := inc.PushArchive(cmd.Context(), a, args[1])
+		noteTag(cmd.ErrOrStderr(), args[1], results)
+		if werr := printPushed(cmd.OutOrStdout(), results); err == nil {
+			err = werr
+		}
+		return err
+	}
+	return cmd
+}
+
+// openArchive opens the archive at path, or spools the one on standard
+// input for "-" into dir (the system's temporary directory when empty).
+func openArchive(cmd *cobra.Command, path, dir string) (*archive.Reader, error) {
+	if path != "-" {
+		return archive.Open(path)
+	}
+	return archive.Spool(cmd.Context(), cmd.InOrStdin(), cmp.Or(dir, os.TempDir()), "standard input")
 }
 
 // printPushed prints the reference by digest of every image pushed.

@@ -4,13 +4,11 @@ import (
 	"fmt"
 	"runtime/debug"
 
-	"github.com/imokit/imo"
 	"github.com/spf13/cobra"
 )
 
 // newRootCmd builds the imo command and its subcommands.
 func newRootCmd() *cobra.Command {
-	g := &globalFlags{}
 	root := &cobra.Command{
 		Use:   "imo",
 		Short: "Move container images into places the internet does not reach, carrying only what changed",
@@ -36,27 +34,17 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the destina
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	g.register(root.PersistentFlags())
 	root.AddCommand(
-		newPullCmd(g),
-		newVetCmd(g),
-		newPushCmd(g),
-		newInventoryCmd(g),
+		newPullCmd(),
+		newVetCmd(),
+		newPushCmd(),
+		newInventoryCmd(),
 		newInspectCmd(),
-		newManifestCmd(g),
+		newManifestCmd(),
 		newDemoCmd(),
 		newVersionCmd(),
 	)
 	return root
-}
-
-// newIncremental builds the library client for a command on side s.
-func newIncremental(cmd *cobra.Command, g *globalFlags, s side, extra ...imo.Option) (*imo.Incremental, error) {
-	opts, err := g.options(cmd, s)
-	if err != nil {
-		return nil, err
-	}
-	return imo.New(append(opts, extra...)...), nil
 }
 
 // version is the module version imo was built from: a tag for

@@ -98,15 +98,21 @@ func TestSignalsStopBlockedIO(t *testing.T) {
 			spool := t.TempDir()
 			c := startImo(t, pr, nil, "push", "--plain-http", "-q", "--temp-dir", spool, "-", site.Ref("x:v1"))
 			pr.Close()
-			go pw.Write(make([]byte, 1_000_000))
-			waitFor(t, "the spool to fill", func() bool {
-				entries, _ := os.ReadDir(spool)
-				if len(entries) != 1 {
-					return false
+			// The write returns once imo has read all but what the pipe
+			// holds: imo is then waiting for more.
+			written := make(chan error, 1)
+			go func() {
+				_, err := pw.Write(make([]byte, 1_000_000))
+				written <- err
+			}()
+			select {
+			case err := <-written:
+				if err != nil {
+					t.Fatal(err)
 				}
-				fi, err := entries[0].Info()
-				return err == nil && fi.Size() == 1_000_000
-			})
+			case <-time.After(10 * time.Second):
+				t.Fatalf("imo did not read its standard input; stderr:\n%s", c.stderr)
+			}
 			site.ResetCounts()
 			if code := c.stop(t, sig); code != want || !strings.Contains(c.stderr.String(), "stopped: interrupted by "+signalName(sig)) {
 				t.Errorf("imo push - stopped by %v: exit %d, want %d; stderr:\n%s", sig, code, want, c.stderr)

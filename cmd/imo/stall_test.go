@@ -85,19 +85,19 @@ func TestStallTimeoutBoundsEveryWait(t *testing.T) {
 	silentUploads, _, _ := registries(t, silentOn(&armed, func(r *http.Request) bool { return r.Method == http.MethodPut }), nil)
 
 	armed.Store(true)
-	fast := []string{"--plain-http", "-q", "--stall-timeout", "300ms", "--retries", "1", "--retry-wait", "1ms"}
+	fast := []string{"--plain-http", "--stall-timeout", "300ms", "--retries", "1", "--retry-wait", "1ms"}
 	tests := []struct {
 		name   string
 		args   []string
 		silent string
 	}{
-		{"first contact", []string{"pull", "scratch", silent + "/app:v2", "-o", filepath.Join(t.TempDir(), "a.tar")}, silent},
-		{"token request", []string{"pull", "--creds", "alice:pw", "scratch", silentToken.Ref("app:v2"), "-o", filepath.Join(t.TempDir(), "a.tar")}, silentToken.Host},
-		{"manifest", []string{"pull", "scratch", silentManifests.Ref("app:v2"), "-o", filepath.Join(t.TempDir(), "a.tar")}, silentManifests.Host},
+		{"first contact", []string{"pull", "-q", "scratch", silent + "/app:v2", "-o", filepath.Join(t.TempDir(), "a.tar")}, silent},
+		{"token request", []string{"pull", "-q", "--creds", "alice:pw", "scratch", silentToken.Ref("app:v2"), "-o", filepath.Join(t.TempDir(), "a.tar")}, silentToken.Host},
+		{"manifest", []string{"pull", "-q", "scratch", silentManifests.Ref("app:v2"), "-o", filepath.Join(t.TempDir(), "a.tar")}, silentManifests.Host},
 		{"manifest command", []string{"manifest", silent + "/app:v2"}, silent},
-		{"inventory", []string{"inventory", silent, "app"}, silent},
-		{"blob check", []string{"vet", archive, silentHeads.Ref("app:v2")}, silentHeads.Host},
-		{"upload answer", []string{"push", archive, silentUploads.Ref("app:v2")}, silentUploads.Host},
+		{"inventory", []string{"inventory", "-q", silent, "app"}, silent},
+		{"blob check", []string{"vet", "-q", archive, silentHeads.Ref("app:v2")}, silentHeads.Host},
+		{"upload answer", []string{"push", "-q", archive, silentUploads.Ref("app:v2")}, silentUploads.Host},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
 	"github.com/spf13/cobra"
 )
 
-func newVetCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
+func newVetCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "vet ARCHIVE DEST",
 		Short: "Check that DEST holds every blob ARCHIVE leaves out",
 		Long: `Check, before anything is sent, that the destination holds every blob the
@@ -24,36 +25,38 @@ errors.`,
 		Example: `  imo vet difference.tar site-registry:5000/app:v2
   imo vet bundle.tar site-registry:5000/mirror`,
 		Args: exactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			inc, err := newIncremental(cmd, g, pushSide)
-			if err != nil {
-				return err
-			}
-			results, err := inc.VetArchive(cmd.Context(), args[0], args[1])
-			noteTag(cmd.ErrOrStderr(), args[1], results)
-			if werr := printVet(cmd.OutOrStdout(), results); werr != nil && err == nil {
-				err = werr
-			}
-			if err == nil {
-				err = printInventories(cmd, args[0])
-			}
-			return err
-		},
 	}
+	f := newFlags(cmd).credentials("dest").network().transfer().mounts()
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		inc, err := f.incremental()
+		if err != nil {
+			return err
+		}
+		a, err := archive.Open(args[0])
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		results, err := inc.VetArchive(cmd.Context(), a, args[1])
+		noteTag(cmd.ErrOrStderr(), args[1], results)
+		if werr := printVet(cmd.OutOrStdout(), results); werr != nil && err == nil {
+			err = werr
+		}
+		if err == nil && a.Plan() != nil {
+			printInventories(cmd.OutOrStdout(), a.Plan().Inventories)
+		}
+		return err
+	}
+	return cmd
 }
 
 // printInventories says, for an archive built against inventories, that
 // what they listed is still there.
-func printInventories(cmd *cobra.Command, archive string) error {
-	plan, err := imo.Inspect(cmd.Context(), archive)
-	if err != nil {
-		return err
+func printInventories(w io.Writer, inventories []archive.PlanInventory) {
+	for _, inv := range inventories {
+		fmt.Fprintf(w, "the archive leaves out what the inventory of %s taken %s (%s ago) lists: still there\n",
+			inv.Name(), inv.Taken.Format(time.RFC3339), time.Since(inv.Taken).Round(time.Second))
 	}
-	for _, inv := range plan.Inventories {
-		fmt.Fprintf(cmd.OutOrStdout(), "the archive leaves out what the inventory of %s taken %s (%s ago) lists: still there\n",
-			inventoryName(inv), inv.Taken.Format(time.RFC3339), time.Since(inv.Taken).Round(time.Second))
-	}
-	return nil
 }
 
 // printVet prints what vet found for each image.

@@ -1,4 +1,4 @@
-package imo_test
+package main
 
 import (
 	"errors"
@@ -12,12 +12,12 @@ import (
 func TestParsePairs(t *testing.T) {
 	tests := []struct {
 		name, in string
-		want     []imo.Pair
+		want     imo.Bundle
 		err      string
 	}{
-		{"text", "# release\n\nreg/app:v1 reg/app:v2\nscratch reg/db:v9   # new\n", []imo.Pair{{"reg/app:v1", "reg/app:v2"}, {"scratch", "reg/db:v9"}}, ""},
-		{"json", `[{"base":"reg/app:v1","final":"reg/app:v2"},{"base":"scratch","final":"reg/db:v9"}]`, []imo.Pair{{"reg/app:v1", "reg/app:v2"}, {"scratch", "reg/db:v9"}}, ""},
-		{"crlf", "a:1 a:2\r\n", []imo.Pair{{"a:1", "a:2"}}, ""},
+		{"text", "# release\n\nreg/app:v1 reg/app:v2\nscratch reg/db:v9   # new\n", imo.Bundle{{Base: "reg/app:v1", Final: "reg/app:v2"}, {Base: "scratch", Final: "reg/db:v9"}}, ""},
+		{"json", `[{"base":"reg/app:v1","final":"reg/app:v2"},{"base":"scratch","final":"reg/db:v9"}]`, imo.Bundle{{Base: "reg/app:v1", Final: "reg/app:v2"}, {Base: "scratch", Final: "reg/db:v9"}}, ""},
+		{"crlf", "a:1 a:2\r\n", imo.Bundle{{Base: "a:1", Final: "a:2"}}, ""},
 		{"one field", "reg/app:v2\n", nil, "line 1"},
 		{"three fields", "a b c\n", nil, "line 1"},
 		{"empty", "# nothing\n", nil, "no pair"},
@@ -28,15 +28,15 @@ func TestParsePairs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := imo.ParsePairs(strings.NewReader(tc.in))
+			got, err := parsePairs(strings.NewReader(tc.in))
 			if tc.err != "" {
 				if !errors.Is(err, imo.ErrInvalidPairs) || !strings.Contains(err.Error(), tc.err) {
-					t.Errorf("ParsePairs() = %v, want ErrInvalidPairs mentioning %q", err, tc.err)
+					t.Errorf("parsePairs() = %v, want ErrInvalidPairs mentioning %q", err, tc.err)
 				}
 				return
 			}
 			if err != nil || !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("ParsePairs() = %v, %v; want %v", got, err, tc.want)
+				t.Errorf("parsePairs() = %v, %v; want %v", got, err, tc.want)
 			}
 		})
 	}
@@ -46,17 +46,17 @@ func FuzzParsePairs(f *testing.F) {
 	f.Add("a:1 a:2\n# c\nscratch b:1\n")
 	f.Add(`[{"base":"scratch","final":"x"}]`)
 	f.Fuzz(func(t *testing.T, in string) {
-		pairs, err := imo.ParsePairs(strings.NewReader(in))
+		pairs, err := parsePairs(strings.NewReader(in))
 		if err != nil {
 			if !errors.Is(err, imo.ErrInvalidPairs) {
-				t.Fatalf("ParsePairs() = %v, not wrapping ErrInvalidPairs", err)
+				t.Fatalf("parsePairs() = %v, not wrapping ErrInvalidPairs", err)
 			}
 			return
 		}
 		seen := map[string]bool{}
 		for _, p := range pairs {
 			if p.Base == "" || p.Final == "" || seen[p.Final] {
-				t.Fatalf("ParsePairs() accepted %+v", pairs)
+				t.Fatalf("parsePairs() accepted %+v", pairs)
 			}
 			seen[p.Final] = true
 		}
