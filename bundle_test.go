@@ -253,7 +253,7 @@ func TestBundleDestinations(t *testing.T) {
 	dst := newTestRegistry(t, nil)
 	tests := []struct {
 		name, arc, dst string
-		want               error
+		want           error
 	}{
 		{"bundle to a reference", bundle, dst.ref("team/web:v2"), imo.ErrInvalidReference},
 		{"bundle to a prefix that is no path", bundle, dst.Host + "/Mirror", imo.ErrInvalidReference},

@@ -13,8 +13,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/archive"
-	"github.com/imokit/imo/inventory"
 	"github.com/imokit/imo/internal/sandbox"
+	"github.com/imokit/imo/inventory"
 )
 
 // TestHave ships web:v2 whole, takes the far side's inventory, and then

@@ -30,8 +30,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo"
-	"github.com/imokit/imo/inventory"
 	"github.com/imokit/imo/internal/sandbox"
+	"github.com/imokit/imo/inventory"
 	"go.uber.org/goleak"
 )
 

@@ -17,8 +17,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo"
-	"github.com/imokit/imo/inventory"
 	"github.com/imokit/imo/internal/sandbox"
+	"github.com/imokit/imo/inventory"
 )
 
 // pinnedHost is the registry name the pinned archives record: every

@@ -221,4 +221,3 @@ func TestReadRepositoryNames(t *testing.T) {
 		t.Errorf("ReadInventory(repository %q) = %v, want ErrInvalidInventory", "Team/App", err)
 	}
 }
-

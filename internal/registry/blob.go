@@ -89,4 +89,3 @@ func (r *resumingBody) Close() error { return r.body.Close() }
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
-

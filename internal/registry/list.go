@@ -126,4 +126,3 @@ func nextPage(cur *url.URL, link string) (*url.URL, error) {
 	}
 	return u, nil
 }
-

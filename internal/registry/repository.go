@@ -314,4 +314,3 @@ func (r *Repository) Upload(ctx context.Context, desc v1.Descriptor, open func()
 	}
 	return nil
 }
-

@@ -192,4 +192,3 @@ func transient(err error) bool {
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
 		(errors.As(err, &ne) && ne.Timeout())
 }
-
