@@ -3,6 +3,7 @@ package imo_test
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -146,6 +147,44 @@ func TestPushRefusesCorruptArchive(t *testing.T) {
 	}
 	if n := dst.count(http.MethodPut, "/manifests/"); n != 0 {
 		t.Errorf("Push() of a corrupt archive wrote %d manifests", n)
+	}
+}
+
+// TestPushRefusesBadArchives checks that archives the reader refuses are
+// refused by push before it sends anything that writes.
+func TestPushRefusesBadArchives(t *testing.T) {
+	src, _ := setup(t, docker, "linux/amd64")
+	dst := newTestRegistry(t, nil)
+	inc := imo.New(imo.WithPlainHTTP())
+	good, err := pull(t, inc, imo.Scratch, src.ref("app:v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(good)
+	zw.Close()
+	for name, b := range map[string][]byte{
+		"not a tar":       []byte("hello, this is not a tar archive at all"),
+		"gzip-compressed": gz.Bytes(),
+		"truncated":       good[:len(good)/2],
+		"no trailer":      good[:len(good)-1536],
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "bad.tar")
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dst.resetCounts()
+			if err := inc.Push(context.Background(), path, dst.ref("app:v2")); !errors.Is(err, imo.ErrInvalidArchive) {
+				t.Errorf("Push() = %v, want ErrInvalidArchive", err)
+			}
+			for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodPatch} {
+				if n := dst.count(method, ""); n != 0 {
+					t.Errorf("Push() of a bad archive sent %d %s requests", n, method)
+				}
+			}
+		})
 	}
 }
 
