@@ -52,6 +52,7 @@ func pullBundleFile(t *testing.T, inc *imo.Incremental, pairs []imo.Pair) string
 }
 
 func TestPullBundle(t *testing.T) {
+	t.Parallel()
 	for _, f := range []sandbox.Format{docker, oci} {
 		t.Run(f.Name, func(t *testing.T) {
 			src, p, pairs := bundleSetup(t, f)
@@ -136,6 +137,7 @@ func TestPullBundle(t *testing.T) {
 }
 
 func TestPullBundleSharedBase(t *testing.T) {
+	t.Parallel()
 	// A blob is left out only when every image that uses it has it in its
 	// base: here web:v2 is diffed against web:v1, api:v2 against scratch.
 	src, p, _ := bundleSetup(t, docker)
@@ -159,6 +161,7 @@ func TestPullBundleSharedBase(t *testing.T) {
 }
 
 func TestPushBundle(t *testing.T) {
+	t.Parallel()
 	src, p, pairs := bundleSetup(t, oci)
 	inc := imo.New(imo.WithPlainHTTP())
 	path := pullBundleFile(t, inc, pairs)
@@ -217,6 +220,7 @@ func TestPushBundle(t *testing.T) {
 }
 
 func TestPushBundlePartial(t *testing.T) {
+	t.Parallel()
 	// The destination lacks api's base: api's images fail, whole, and the
 	// others are pushed.
 	_, p, pairs := bundleSetup(t, docker)
@@ -246,6 +250,7 @@ func TestPushBundlePartial(t *testing.T) {
 }
 
 func TestBundleDestinations(t *testing.T) {
+	t.Parallel()
 	src, _, pairs := bundleSetup(t, docker)
 	inc := imo.New(imo.WithPlainHTTP())
 	bundle := pullBundleFile(t, inc, pairs[:2])

@@ -6,45 +6,25 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/archive"
+	"github.com/imokit/imo/internal/sandbox"
 )
 
 // exampleRegistries starts two in-process registries on 127.0.0.1: src
-// holds app:v1 and app:v2 (v2 adds one layer to v1), dst holds app:v1, as
-// a disconnected site would.
+// holds app:v1 and app:v2 (v2 changes one layer of v1), dst holds app:v1,
+// as a disconnected site would.
 func exampleRegistries() (src, dst string, stop func()) {
-	s := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	d := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	src, dst = s.Listener.Addr().String(), d.Listener.Addr().String()
-	base, err := random.Image(1024, 2)
+	sites, err := sandbox.NewSites(context.Background(), sandbox.SitesOptions{Platforms: []string{"linux/amd64"}})
 	if err != nil {
 		log.Fatal(err)
 	}
-	extra, err := random.Layer(1024, "application/vnd.docker.image.rootfs.diff.tar.gzip")
-	if err != nil {
-		log.Fatal(err)
-	}
-	final, err := mutate.AppendLayers(base, extra)
-	if err != nil {
-		log.Fatal(err)
-	}
-	for ref, img := range map[string]v1.Image{src + "/app:v1": base, src + "/app:v2": final, dst + "/app:v1": base} {
-		if err := remote.Write(mustParse(ref), img); err != nil {
-			log.Fatal(err)
-		}
-	}
-	return src, dst, func() { s.Close(); d.Close() }
+	return sites.Source.Host, sites.Site.Host, sites.Close
 }
 
 // Pull the difference between two versions of an image, check that the
@@ -133,15 +113,60 @@ func ExampleIncremental_PushVet() {
 	f.Close()
 
 	// A new registry does not hold app:v1's layers.
-	empty := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	empty := sandbox.NewRegistry(nil, nil)
 	defer empty.Close()
-	err = inc.PushVet(ctx, f.Name(), empty.Listener.Addr().String()+"/app:v2")
+	err = inc.PushVet(ctx, f.Name(), empty.Ref("app:v2"))
 	var missing *imo.MissingBlobsError
 	if errors.As(err, &missing) {
 		fmt.Printf("%d blobs missing; errors.Is(err, ErrMissingBlobs) = %v\n", len(missing.Blobs), errors.Is(err, imo.ErrMissingBlobs))
 	}
 	// Output:
 	// 2 blobs missing; errors.Is(err, ErrMissingBlobs) = true
+}
+
+// Resolve a bundle of images once, look at its plan, and write it to a
+// file: the blobs are fetched straight into their places.
+func ExampleIncremental_Resolve() {
+	src, dst, stop := exampleRegistries()
+	defer stop()
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "imo-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	inc := imo.New(imo.WithPlainHTTP())
+	diff, err := inc.Resolve(ctx, imo.Bundle{
+		{Base: src + "/app:v1", Final: src + "/app:v2"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer diff.Close()
+	carried, whole := diff.Plan().Bytes()
+	fmt.Println("carries less than the whole image:", carried < whole)
+	if err := diff.WriteFile(ctx, filepath.Join(dir, "bundle.tar")); err != nil {
+		log.Fatal(err)
+	}
+
+	// At the far side: open the archive and push it to a target; each
+	// image lands at its source repository path and tag.
+	a, err := archive.Open(filepath.Join(dir, "bundle.tar"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer a.Close()
+	results, err := inc.PushArchive(ctx, a, dst)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, r := range results {
+		fmt.Println("pushed", r.Destination.Context().RepositoryStr(), r.Destination.Identifier())
+	}
+	// Output:
+	// carries less than the whole image: true
+	// pushed app v2
 }
 
 func mustParse(ref string) name.Reference {

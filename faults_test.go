@@ -24,6 +24,7 @@ var patient = imo.WithRetries(10, time.Millisecond)
 // requests and checks that the archive is byte-identical to a fault-free
 // pull.
 func TestPullUnderFaults(t *testing.T) {
+	t.Parallel()
 	total := map[string]int{}
 	defer func() {
 		if total[sandbox.FaultTruncate] == 0 || total[sandbox.FaultDrop] == 0 || total[sandbox.FaultStatus] == 0 {
@@ -70,6 +71,7 @@ func TestPullUnderFaults(t *testing.T) {
 // TestPushUnderFaults pushes into a registry that fails 10% of its
 // requests and checks that the destination ends up with the source digest.
 func TestPushUnderFaults(t *testing.T) {
+	t.Parallel()
 	src, pair := setup(t, oci, "linux/amd64", "linux/arm64")
 	arc := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
 	total := map[string]int{}
@@ -97,6 +99,7 @@ func TestPushUnderFaults(t *testing.T) {
 // TestPermanentFaults checks that faults that never clear fail within the
 // retry budget, with an error naming what failed, and leave no tag.
 func TestPermanentFaults(t *testing.T) {
+	t.Parallel()
 	src, _ := setup(t, docker, "linux/amd64")
 	arc := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
 	faults := sandbox.NewFaultInjector(1, 1, 0)
@@ -120,6 +123,7 @@ func TestPermanentFaults(t *testing.T) {
 // TestResumeWithRange cuts a layer download off half-way and checks that
 // imo fetches only the rest, with a Range request.
 func TestResumeWithRange(t *testing.T) {
+	t.Parallel()
 	pair := newAppPair(t, docker, "linux/amd64")
 	target := pair.Changed[0]
 	var cut atomic.Bool
@@ -156,6 +160,7 @@ func TestResumeWithRange(t *testing.T) {
 // the connection, and checks that imo drops it after the stall timeout and
 // resumes it.
 func TestResumeAfterStall(t *testing.T) {
+	t.Parallel()
 	pair := newAppPair(t, docker, "linux/amd64")
 	target := pair.Changed[0]
 	var stalledOnce atomic.Bool

@@ -22,6 +22,7 @@ import (
 // the far side holds, and its push mounts the shared layers from where the
 // inventory saw them.
 func TestHave(t *testing.T) {
+	t.Parallel()
 	src, p, _ := bundleSetup(t, docker)
 	site := newTestRegistry(t, nil)
 	ctx := context.Background()
@@ -132,6 +133,7 @@ func TestHaveNil(t *testing.T) {
 }
 
 func TestHaveWithBase(t *testing.T) {
+	t.Parallel()
 	// A layer both in the base and in the inventory keeps where the
 	// inventory saw it, so a push into a repository that lacks the base
 	// mounts it from there.
@@ -157,6 +159,7 @@ func TestHaveWithBase(t *testing.T) {
 }
 
 func TestHeldBySources(t *testing.T) {
+	t.Parallel()
 	// The repositories an archive says held a blob are mount sources only
 	// under the target's prefix, and one the pusher may not read is
 	// skipped for the next.
@@ -212,6 +215,7 @@ func TestHeldBySources(t *testing.T) {
 }
 
 func TestHeldByLimit(t *testing.T) {
+	t.Parallel()
 	// An archive naming 100,000 repositories per blob (or the 65 an
 	// earlier imo may have written) is read quickly, keeping the first 64,
 	// and pushes where the destination holds the blobs.
@@ -248,6 +252,7 @@ func TestHeldByLimit(t *testing.T) {
 }
 
 func TestHeldByManyRepositories(t *testing.T) {
+	t.Parallel()
 	// The far side holds the base in 17 repositories that sort before the
 	// target's prefix, and in one under it: push still mounts from there.
 	src := newTestRegistry(t, nil)
@@ -272,6 +277,7 @@ func TestHeldByManyRepositories(t *testing.T) {
 }
 
 func TestHeldByPrefixRepository(t *testing.T) {
+	t.Parallel()
 	// The inventory of reg/mirror covers the repository mirror itself,
 	// and so do mounts into the target reg/mirror.
 	src := newTestRegistry(t, nil)

@@ -102,6 +102,7 @@ func twoImageBundle(t *testing.T) (string, *sandbox.Product) {
 }
 
 func TestPushRefusesPrefixEscape(t *testing.T) {
+	t.Parallel()
 	// go-containerregistry accepts "host/mirror/../../admin/app"; pushed
 	// under a prefix it must not land outside it.
 	path, _ := twoImageBundle(t)
@@ -117,6 +118,7 @@ func TestPushRefusesPrefixEscape(t *testing.T) {
 }
 
 func TestPushRefusesForgedArtifact(t *testing.T) {
+	t.Parallel()
 	// imo.json marks the second image as an artifact of the first, under
 	// a tag no signature has: push must not tag it in the first's
 	// repository.
@@ -189,6 +191,7 @@ func forgeDelta(t *testing.T, path string, h v1.Hash, base v1.Hash, content stri
 }
 
 func TestPushStopsExpandingDelta(t *testing.T) {
+	t.Parallel()
 	// A delta of a few hundred bytes that would rebuild 500 MB for a
 	// 4503-byte layer: refused when its recipe cannot make that layer's
 	// media type, and stopped at the layer's size when it can.

@@ -22,7 +22,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/sandbox"
 )
@@ -83,6 +85,7 @@ func headDigest(ref string, opts ...remote.Option) (v1.Hash, error) {
 }
 
 func TestDistributionRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src := realRegistry(t, sandbox.DistributionOptions{})
@@ -141,6 +144,7 @@ func TestDistributionRoundTrip(t *testing.T) {
 }
 
 func TestDistributionMountFrom(t *testing.T) {
+	t.Parallel()
 	src := realRegistry(t, sandbox.DistributionOptions{})
 	dst := realRegistry(t, sandbox.DistributionOptions{})
 	pair := newAppPair(t, docker, "linux/amd64", "linux/arm64")
@@ -199,6 +203,7 @@ func (b cancellingBody) Read(p []byte) (int, error) {
 }
 
 func TestDistributionInterruptedPush(t *testing.T) {
+	t.Parallel()
 	src := realRegistry(t, sandbox.DistributionOptions{})
 	dst := realRegistry(t, sandbox.DistributionOptions{})
 	pair := newAppPair(t, oci, "linux/amd64", "linux/arm64")
@@ -232,6 +237,7 @@ func TestDistributionInterruptedPush(t *testing.T) {
 }
 
 func TestDistributionTLSAndAuth(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t)
 	serverCert := ca.issue(t, x509.ExtKeyUsageServerAuth)
 	reg := realRegistry(t, sandbox.DistributionOptions{TLS: &serverCert, User: "alice", Password: "s3cret-pw"})
@@ -283,6 +289,7 @@ func skopeo(t *testing.T, args ...string) []byte {
 }
 
 func TestSkopeo(t *testing.T) {
+	t.Parallel()
 	requireBinary(t, "skopeo")
 	src := realRegistry(t, sandbox.DistributionOptions{})
 	dst := realRegistry(t, sandbox.DistributionOptions{})
@@ -361,6 +368,7 @@ func TestSkopeo(t *testing.T) {
 // TestDistributionInventory takes inventories of the distribution registry
 // through its catalog, with and without basic auth.
 func TestDistributionInventory(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		o    sandbox.DistributionOptions
@@ -396,5 +404,193 @@ func TestDistributionInventory(t *testing.T) {
 				t.Errorf("Inventory(a missing repository) = %v, want an error naming it", err)
 			}
 		})
+	}
+}
+
+func TestDistributionSublayer(t *testing.T) {
+	t.Parallel()
+	src := realRegistry(t, sandbox.DistributionOptions{})
+	dst := realRegistry(t, sandbox.DistributionOptions{})
+	for _, e := range []encoder{encoders[0], encoders[4], encoders[5]} {
+		t.Run(e.name, func(t *testing.T) {
+			repo := "/" + strings.Fields(e.name)[0]
+			f := sandbox.Docker
+			if e.mt != types.DockerLayer {
+				f = sandbox.OCI
+			}
+			v1s, v2s, _ := rebuildPair(t, f, src.Host+repo, func(b []byte) v1.Layer { return compressed(t, e, b) })
+			writeTo(t, dst.Host+repo+"/app:v1", v1s)
+			ctx := context.Background()
+			inc := imo.New(imo.WithPlainHTTP(), imo.WithSublayerDeltas(), imo.WithTempDir(t.TempDir()))
+			path := filepath.Join(t.TempDir(), "delta.tar")
+			plan, err := pullToFile(ctx, inc, src.Host+repo+"/app:v1", src.Host+repo+"/app:v2", path)
+			if err != nil {
+				t.Fatalf("PullToFile() = %v", err)
+			}
+			deltas := 0
+			for _, b := range plan.Blobs {
+				if b.Delta != nil {
+					deltas++
+				}
+			}
+			if deltas != 1 {
+				t.Errorf("the archive carries %d deltas, want 1", deltas)
+			}
+			if err := inc.PushVet(ctx, path, dst.Host+repo+"/app:v2"); err != nil {
+				t.Fatalf("PushVet() = %v", err)
+			}
+			if err := inc.Push(ctx, path, dst.Host+repo+"/app:v2"); err != nil {
+				t.Fatalf("Push() = %v", err)
+			}
+			if got, err := headDigest(dst.Host + repo + "/app:v2"); err != nil || got != digest(t, v2s) {
+				t.Errorf("the destination holds %v, %v; want %s", got, err, digest(t, v2s))
+			}
+		})
+	}
+}
+
+func TestDistributionReferrers(t *testing.T) {
+	t.Parallel()
+	src := realRegistry(t, sandbox.DistributionOptions{})
+	dst := realRegistry(t, sandbox.DistributionOptions{})
+	testReferrers(t, src.Host, dst.Host)
+}
+
+func TestDistributionInventoryTaglessRepository(t *testing.T) {
+	t.Parallel()
+	// An interrupted push leaves a repository with blobs and no tag, which
+	// the catalog lists: it is inventoried empty.
+	d := realRegistry(t, sandbox.DistributionOptions{})
+	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
+	writeTo(t, d.Host+"/mirror/app:v1", pair.V1)
+	l, err := random.Layer(1024, types.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := name.NewRepository(d.Host + "/mirror/new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteLayer(repo, l); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := imo.New(imo.WithPlainHTTP()).Inventory(context.Background(), d.Host+"/mirror")
+	if err != nil {
+		t.Fatalf("Inventory(catalog) = %v", err)
+	}
+	if len(inv.Repositories) != 2 || inv.Repositories[1].Name != "mirror/new" || len(inv.Repositories[1].Tags) != 0 {
+		t.Errorf("Inventory().Repositories = %+v, want mirror/app and mirror/new without tags", inv.Repositories)
+	}
+}
+
+// TestDistributionBundle pushes a bundle of six images over three
+// repositories, two platforms each, sharing base layers, into a prefix of
+// the real registry, counting what reaches it.
+func TestDistributionBundle(t *testing.T) {
+	t.Parallel()
+	src := realRegistry(t, sandbox.DistributionOptions{})
+	dst := realRegistry(t, sandbox.DistributionOptions{})
+	p, err := sandbox.NewProduct(sandbox.OCI, append(bundleApps, "cron"), "linux/amd64", "linux/arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pairs []imo.Pair
+	for _, app := range bundleApps {
+		for _, tag := range []string{"v1", "v2", "v3"} {
+			writeTo(t, src.Host+"/team/"+app+":"+tag, p.Images[app+":"+tag])
+		}
+		writeTo(t, dst.Host+"/site/team/"+app+":v1", p.Images[app+":v1"])
+		for _, tag := range []string{"v2", "v3"} {
+			pairs = append(pairs, imo.Pair{Base: src.Host + "/team/" + app + ":v1", Final: src.Host + "/team/" + app + ":" + tag})
+		}
+	}
+	ctx := context.Background()
+	inc := imo.New(imo.WithPlainHTTP())
+	path := filepath.Join(t.TempDir(), "bundle.tar")
+	if _, err := pullBundleToFile(ctx, inc, pairs, path); err != nil {
+		t.Fatalf("PullBundleToFile() = %v", err)
+	}
+
+	proxy := sandbox.NewProxy(dst.Host)
+	defer proxy.Close()
+	target := proxy.Host + "/site"
+	if _, err := vetArchive(ctx, inc, path, target); err != nil {
+		t.Fatalf("VetArchive() = %v", err)
+	}
+	results, err := pushArchive(ctx, inc, path, target)
+	if err != nil {
+		t.Fatalf("PushArchive() = %v", err)
+	}
+	for n, r := range results {
+		want, err := headDigest(pairs[n].Final)
+		if err != nil {
+			t.Fatal(err)
+		}
+		app, tag, _ := strings.Cut(strings.TrimPrefix(pairs[n].Final, src.Host+"/team/"), ":")
+		at := dst.Host + "/site/team/" + app + ":" + tag
+		if r.Destination.String() != proxy.Host+"/site/team/"+app+":"+tag {
+			t.Errorf("image %d went to %s", n, r.Destination)
+		}
+		if got, err := headDigest(at); err != nil || got != want {
+			t.Errorf("%s = %v, %v; want the source's %s", at, got, err, want)
+		}
+	}
+	if n := proxy.Count(http.MethodPut, "digest="+p.Patch.String()); n != 1 {
+		t.Errorf("the patch layer all six images share was uploaded %d times, want 1", n)
+	}
+	if n := proxy.Count(http.MethodPost, "mount="+p.Patch.String()); n != len(bundleApps)-1 {
+		t.Errorf("the patch layer was mounted %d times, want %d", n, len(bundleApps)-1)
+	}
+	for _, h := range p.Base {
+		if n := proxy.Count(http.MethodPut, h.String()) + proxy.Count(http.MethodPost, "mount="+h.String()); n != 0 {
+			t.Errorf("base layer %s was sent %d times", h, n)
+		}
+	}
+
+	// The far side's inventory, and a second bundle built against it:
+	// a new app, whole, and a rebuild of web, carry no blob the far side
+	// holds, and push mounts what they share from where it is.
+	for _, tag := range []string{"v2", "v3"} {
+		writeTo(t, src.Host+"/team/cron:"+tag, p.Images["cron:"+tag])
+	}
+	inv, err := inc.Inventory(ctx, dst.Host+"/site")
+	if err != nil {
+		t.Fatalf("Inventory() = %v", err)
+	}
+	if len(inv.Repositories) != len(bundleApps) {
+		t.Errorf("the inventory lists %d repositories, want %d", len(inv.Repositories), len(bundleApps))
+	}
+	second := []imo.Pair{
+		{Base: imo.Scratch, Final: src.Host + "/team/cron:v2"},
+		{Base: imo.Scratch, Final: src.Host + "/team/cron:v3"},
+		{Base: imo.Scratch, Final: src.Host + "/team/web:v3"},
+	}
+	path2 := filepath.Join(t.TempDir(), "second.tar")
+	plan, err := pullBundleToFile(ctx, imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)), second, path2)
+	if err != nil {
+		t.Fatalf("PullBundleToFile(--have) = %v", err)
+	}
+	for _, b := range plan.Blobs {
+		if _, held := inv.Blob(b.Digest); held && b.Included {
+			t.Errorf("the second bundle carries %s, which the far side holds", b.Digest)
+		}
+	}
+	carried, whole := plan.Bytes()
+	t.Logf("second bundle: %d of %d bytes carried", carried, whole)
+	results, err = pushArchive(ctx, inc, path2, proxy.Host+"/site")
+	if err != nil {
+		t.Fatalf("PushArchive(second) = %v", err)
+	}
+	for n, r := range results {
+		want, err := headDigest(second[n].Final)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := headDigest(strings.Replace(r.Destination.String(), proxy.Host, dst.Host, 1)); err != nil || got != want {
+			t.Errorf("%s = %v, %v; want %s", r.Destination, got, err, want)
+		}
+	}
+	if n := proxy.Count(http.MethodPut, "digest="+p.Patch.String()); n != 1 {
+		t.Errorf("after the second push the patch layer has been uploaded %d times, want once in all", n)
 	}
 }

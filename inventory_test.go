@@ -24,9 +24,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo"
@@ -169,6 +167,7 @@ func (f *inventoryFixture) want(t testing.TB, repos ...string) (inventoryWant, [
 }
 
 func TestInventory(t *testing.T) {
+	t.Parallel()
 	reg := newTestRegistry(t, nil)
 	f := newInventoryFixture(t, reg)
 	tests := []struct {
@@ -210,6 +209,7 @@ func TestInventory(t *testing.T) {
 }
 
 func TestInventoryDeterministic(t *testing.T) {
+	t.Parallel()
 	reg := newTestRegistry(t, nil)
 	newInventoryFixture(t, reg)
 	var out [2][]byte
@@ -239,6 +239,7 @@ func TestInventoryDeterministic(t *testing.T) {
 }
 
 func TestInventoryErrors(t *testing.T) {
+	t.Parallel()
 	reg := newTestRegistry(t, nil)
 	newInventoryFixture(t, reg)
 	refuse := func(status int) func(http.Handler) http.Handler {
@@ -343,6 +344,7 @@ func paginated(h http.Handler) http.Handler {
 // tag lists, over HTTPS on a loopback address, where go-containerregistry's
 // own paging would refuse the next page's scheme.
 func TestInventoryPaginated(t *testing.T) {
+	t.Parallel()
 	ca, err := sandbox.NewCA()
 	if err != nil {
 		t.Fatal(err)
@@ -370,6 +372,7 @@ func TestInventoryPaginated(t *testing.T) {
 // TestInventoryTokenAuth takes an inventory of a registry with a token
 // service, the catalog included.
 func TestInventoryTokenAuth(t *testing.T) {
+	t.Parallel()
 	reg := newTestRegistry(t, sandbox.TokenAuth("alice", "s3cret-pw"))
 	f := newInventoryFixture(t, reg, remote.WithAuth(&authn.Basic{Username: "alice", Password: "s3cret-pw"}))
 	inv, err := imo.New(imo.WithPlainHTTP(), imo.WithPushAuth("alice", "s3cret-pw")).Inventory(context.Background(), reg.Host)
@@ -417,6 +420,7 @@ func (b *countedBody) Close() error {
 }
 
 func TestInventoryJobs(t *testing.T) {
+	t.Parallel()
 	reg := newTestRegistry(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(2 * time.Millisecond) // let requests overlap
@@ -485,6 +489,7 @@ func TestInventoryCancel(t *testing.T) {
 
 // TestInventoryFile writes an inventory to a file and loads it back.
 func TestInventoryFile(t *testing.T) {
+	t.Parallel()
 	reg := newTestRegistry(t, nil)
 	f := newInventoryFixture(t, reg)
 	inv, err := imo.New(imo.WithPlainHTTP()).Inventory(context.Background(), reg.Host+"/team")
@@ -544,6 +549,7 @@ func ExampleIncremental_Inventory() {
 // TestInventoryOddManifests lists a Docker schema 1 manifest alone, and
 // leaves out a non-distributable layer, which registries do not hold.
 func TestInventoryOddManifests(t *testing.T) {
+	t.Parallel()
 	reg := newTestRegistry(t, nil)
 	foreign, err := sandbox.Layer(types.DockerForeignLayer, "windows/base.txt", "a foreign layer")
 	if err != nil {
@@ -601,6 +607,7 @@ func TestInventoryOddManifests(t *testing.T) {
 }
 
 func TestInventoryPageLoops(t *testing.T) {
+	t.Parallel()
 	// A registry whose tag list pages loop (A → B → A) is refused at the
 	// first page seen twice.
 	var pages atomic.Int64
@@ -629,6 +636,7 @@ func TestInventoryPageLoops(t *testing.T) {
 }
 
 func TestInventoryRedirectElsewhere(t *testing.T) {
+	t.Parallel()
 	var hit atomic.Bool
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hit.Store(true)
@@ -648,31 +656,5 @@ func TestInventoryRedirectElsewhere(t *testing.T) {
 	reg.write(t, reg.ref("app:v1"), pair.V1)
 	if _, err := imo.New(imo.WithPlainHTTP()).Inventory(context.Background(), reg.Host, "app"); err == nil || hit.Load() {
 		t.Errorf("Inventory() = %v, followed a redirect to another host: %v", err, hit.Load())
-	}
-}
-
-func TestDistributionInventoryTaglessRepository(t *testing.T) {
-	// An interrupted push leaves a repository with blobs and no tag, which
-	// the catalog lists: it is inventoried empty.
-	d := realRegistry(t, sandbox.DistributionOptions{})
-	pair := newAppPair(t, sandbox.OCI, "linux/amd64")
-	writeTo(t, d.Host+"/mirror/app:v1", pair.V1)
-	l, err := random.Layer(1024, types.OCILayer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := name.NewRepository(d.Host + "/mirror/new")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteLayer(repo, l); err != nil {
-		t.Fatal(err)
-	}
-	inv, err := imo.New(imo.WithPlainHTTP()).Inventory(context.Background(), d.Host+"/mirror")
-	if err != nil {
-		t.Fatalf("Inventory(catalog) = %v", err)
-	}
-	if len(inv.Repositories) != 2 || inv.Repositories[1].Name != "mirror/new" || len(inv.Repositories[1].Tags) != 0 {
-		t.Errorf("Inventory().Repositories = %+v, want mirror/app and mirror/new without tags", inv.Repositories)
 	}
 }

@@ -59,6 +59,7 @@ func pushImage(t *testing.T, ref string, opts ...remote.Option) v1.Hash {
 }
 
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t)
 	serverCert := ca.issue(t, x509.ExtKeyUsageServerAuth)
 	clientCert := ca.issue(t, x509.ExtKeyUsageClientAuth)
@@ -103,6 +104,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		wrap func(string, string) func(http.Handler) http.Handler
@@ -130,6 +132,7 @@ func TestAuth(t *testing.T) {
 }
 
 func TestNamespace(t *testing.T) {
+	t.Parallel()
 	var without atomic.Int32
 	mirror := newTestRegistry(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -161,6 +164,7 @@ func TestNamespace(t *testing.T) {
 // downloads to another host (as registries backed by object storage do)
 // does not get the credentials forwarded there.
 func TestNoCredentialsOnRedirect(t *testing.T) {
+	t.Parallel()
 	var leaked atomic.Int32
 	var storageHandler http.Handler
 	storage := newTestRegistry(t, func(http.Handler) http.Handler {

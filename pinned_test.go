@@ -41,6 +41,7 @@ func pinnedTransport(addr string) http.RoundTripper {
 // must both hash to the sha256 pinned here. A change to the archive format
 // must change these on purpose.
 func TestArchiveBytesPinned(t *testing.T) {
+	t.Parallel()
 	src := newTestRegistry(t, nil)
 	ctx := context.Background()
 	docker2, err := sandbox.NewAppPair(sandbox.Docker, "linux/amd64", "linux/arm64")

@@ -30,12 +30,12 @@ import (
 // setup is a source registry holding app:v1 and app:v2 of a pair.
 func setup(t *testing.T, f sandbox.Format, platforms ...string) (*testRegistry, *sandbox.AppPair) {
 	t.Helper()
-	src := newTestRegistry(t, nil)
-	pair := newAppPair(t, f, platforms...)
-	src.write(t, src.ref("app:v1"), pair.V1)
-	src.write(t, src.ref("app:v2"), pair.V2)
-	src.resetCounts()
-	return src, pair
+	sites, err := sandbox.NewSites(context.Background(), sandbox.SitesOptions{Format: f, Platforms: platforms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sites.Close)
+	return &testRegistry{sites.Source}, sites.Pair
 }
 
 var cases = []struct {
@@ -50,6 +50,7 @@ var cases = []struct {
 }
 
 func TestPullDelta(t *testing.T) {
+	t.Parallel()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src, pair := setup(t, tc.format, tc.platforms...)
@@ -86,6 +87,7 @@ func TestPullDelta(t *testing.T) {
 }
 
 func TestPullScratch(t *testing.T) {
+	t.Parallel()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src, pair := setup(t, tc.format, tc.platforms...)
@@ -124,6 +126,7 @@ func TestPullScratch(t *testing.T) {
 // TestNeededByOnce checks that a layer an image uses twice names the image
 // once among those that need it.
 func TestNeededByOnce(t *testing.T) {
+	t.Parallel()
 	src := newTestRegistry(t, nil)
 	layer, err := sandbox.Layer(docker.Layer, "etc/twice", "the same layer, twice")
 	if err != nil {
@@ -146,6 +149,7 @@ func TestNeededByOnce(t *testing.T) {
 }
 
 func TestPullPlan(t *testing.T) {
+	t.Parallel()
 	src, pair := setup(t, docker, "linux/amd64", "linux/arm64/v8")
 	inc := imo.New(imo.WithPlainHTTP())
 	plan, err := planOf(context.Background(), inc, src.ref("app:v1"), src.ref("app:v2"))
@@ -189,6 +193,7 @@ func TestPullPlan(t *testing.T) {
 }
 
 func TestPullDeterministic(t *testing.T) {
+	t.Parallel()
 	src, _ := setup(t, oci, "linux/amd64", "linux/arm64/v8")
 	first, err := pull(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
 	if err != nil {
@@ -209,6 +214,7 @@ func TestPullDeterministic(t *testing.T) {
 }
 
 func TestPullPlatforms(t *testing.T) {
+	t.Parallel()
 	src, _ := setup(t, docker, "linux/amd64", "linux/arm64/v8", "linux/s390x")
 	v2, err := remote.Index(mustRef(t, src.ref("app:v2")))
 	if err != nil {
@@ -266,6 +272,7 @@ func TestPullPlatforms(t *testing.T) {
 }
 
 func TestPullSinglePlatformImageChecked(t *testing.T) {
+	t.Parallel()
 	src, _ := setup(t, oci, "linux/amd64")
 	_, err := planOf(context.Background(), imo.New(imo.WithPlainHTTP(), imo.WithPlatforms(v1.Platform{OS: "linux", Architecture: "arm64"})), imo.Scratch, src.ref("app:v2"))
 	if !errors.Is(err, imo.ErrNoMatchingPlatform) || !strings.Contains(err.Error(), "linux/amd64") {
@@ -274,6 +281,7 @@ func TestPullSinglePlatformImageChecked(t *testing.T) {
 }
 
 func TestPullCorruptBlob(t *testing.T) {
+	t.Parallel()
 	src, pair := setup(t, docker, "linux/amd64")
 	src.Corrupt(pair.Changed[0])
 	_, err := pull(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
@@ -284,6 +292,7 @@ func TestPullCorruptBlob(t *testing.T) {
 }
 
 func TestPullCorruptManifest(t *testing.T) {
+	t.Parallel()
 	pair := newAppPair(t, oci, "linux/amd64", "linux/arm64")
 	src := newTestRegistry(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -308,6 +317,7 @@ func TestPullCorruptManifest(t *testing.T) {
 }
 
 func TestPullErrors(t *testing.T) {
+	t.Parallel()
 	src, _ := setup(t, docker, "linux/amd64")
 	tests := []struct {
 		name, base, final, want string
@@ -389,6 +399,7 @@ func mustRef(t testing.TB, s string) name.Reference {
 // TestPullToFile checks that the parallel file writer produces the same
 // bytes as the stream, for any number of jobs.
 func TestPullToFile(t *testing.T) {
+	t.Parallel()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src, _ := setup(t, tc.format, tc.platforms...)
@@ -416,6 +427,7 @@ func TestPullToFile(t *testing.T) {
 }
 
 func TestPullToFileFailure(t *testing.T) {
+	t.Parallel()
 	src, pair := setup(t, docker, "linux/amd64")
 	src.Corrupt(pair.Changed[0])
 	dir := t.TempDir()

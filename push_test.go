@@ -45,6 +45,7 @@ func manifests(t *testing.T, ref string) [][]byte {
 }
 
 func TestPushDelta(t *testing.T) {
+	t.Parallel()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src, pair := setup(t, tc.format, tc.platforms...)
@@ -77,6 +78,7 @@ func TestPushDelta(t *testing.T) {
 }
 
 func TestPushScratchIntoEmptyRegistry(t *testing.T) {
+	t.Parallel()
 	src, _ := setup(t, oci, "linux/amd64", "linux/arm64/v8")
 	dst := newTestRegistry(t, nil)
 	inc := imo.New(imo.WithPlainHTTP())
@@ -98,6 +100,7 @@ func TestPushScratchIntoEmptyRegistry(t *testing.T) {
 }
 
 func TestPushRefusesMissingBlobs(t *testing.T) {
+	t.Parallel()
 	src, pair := setup(t, docker, "linux/amd64", "linux/arm64/v8")
 	dst := newTestRegistry(t, nil)
 	// The base is in another repository: blobs are per repository.
@@ -134,6 +137,7 @@ func TestPushRefusesMissingBlobs(t *testing.T) {
 }
 
 func TestPushRefusesCorruptArchive(t *testing.T) {
+	t.Parallel()
 	src, pair := setup(t, docker, "linux/amd64")
 	dst := newTestRegistry(t, nil)
 	dst.write(t, dst.ref("app:v1"), pair.V1)
@@ -153,6 +157,7 @@ func TestPushRefusesCorruptArchive(t *testing.T) {
 // TestPushRefusesBadArchives checks that archives the reader refuses are
 // refused by push before it sends anything that writes.
 func TestPushRefusesBadArchives(t *testing.T) {
+	t.Parallel()
 	src, _ := setup(t, docker, "linux/amd64")
 	dst := newTestRegistry(t, nil)
 	inc := imo.New(imo.WithPlainHTTP())
@@ -189,6 +194,7 @@ func TestPushRefusesBadArchives(t *testing.T) {
 }
 
 func TestPushStream(t *testing.T) {
+	t.Parallel()
 	src, pair := setup(t, docker, "linux/amd64")
 	dst := newTestRegistry(t, nil)
 	spool := t.TempDir()
@@ -213,6 +219,7 @@ func TestPushStream(t *testing.T) {
 }
 
 func TestPushDigestDestination(t *testing.T) {
+	t.Parallel()
 	src, pair := setup(t, docker, "linux/amd64")
 	dst := newTestRegistry(t, nil)
 	inc := imo.New(imo.WithPlainHTTP())
@@ -327,6 +334,7 @@ func TestCancelStopsEverything(t *testing.T) {
 // answers the 401 by fetching a new token and sending the PUT again: the
 // PUT sent again must still carry its bytes.
 func TestPushWithExpiringTokens(t *testing.T) {
+	t.Parallel()
 	src, pair := setup(t, docker, "linux/amd64")
 	arc := pullFile(t, imo.New(imo.WithPlainHTTP()), imo.Scratch, src.ref("app:v2"))
 	var mu sync.Mutex

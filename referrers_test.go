@@ -153,11 +153,13 @@ func testReferrers(t *testing.T, src, dst string) {
 }
 
 func TestReferrers(t *testing.T) {
+	t.Parallel()
 	src, dst := newTestRegistry(t, nil), newTestRegistry(t, nil)
 	testReferrers(t, src.Host, dst.Host)
 }
 
 func TestReferrersAPI(t *testing.T) {
+	t.Parallel()
 	// Registries that serve the OCI 1.1 referrers API.
 	src := sandbox.NewRegistry(nil, nil, registry.WithReferrersSupport(true))
 	dst := sandbox.NewRegistry(nil, nil, registry.WithReferrersSupport(true))
@@ -167,10 +169,4 @@ func TestReferrersAPI(t *testing.T) {
 	if n := src.Count(http.MethodGet, "/referrers/"); n == 0 {
 		t.Errorf("the pull never asked the referrers API")
 	}
-}
-
-func TestDistributionReferrers(t *testing.T) {
-	src := realRegistry(t, sandbox.DistributionOptions{})
-	dst := realRegistry(t, sandbox.DistributionOptions{})
-	testReferrers(t, src.Host, dst.Host)
 }

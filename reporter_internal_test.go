@@ -12,6 +12,7 @@ import (
 // TestBarTotalIsPlanned checks that the progress bar's total is the
 // transfer's, known before the first byte, and that the bar ends full.
 func TestBarTotalIsPlanned(t *testing.T) {
+	t.Parallel()
 	src := sandbox.NewRegistry(nil, nil)
 	defer src.Close()
 	pair, err := sandbox.NewAppPair(sandbox.Docker, "linux/amd64", "linux/arm64")

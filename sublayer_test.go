@@ -143,6 +143,7 @@ func rebuildPair(t *testing.T, f sandbox.Format, src string, app func([]byte) v1
 }
 
 func TestSublayerDeltas(t *testing.T) {
+	t.Parallel()
 	for _, e := range encoders {
 		t.Run(e.name, func(t *testing.T) {
 			src, dst := newTestRegistry(t, nil), newTestRegistry(t, nil)
@@ -231,6 +232,7 @@ func TestSublayerDeltas(t *testing.T) {
 }
 
 func TestSublayerUnsupportedEncoder(t *testing.T) {
+	t.Parallel()
 	// Two gzip members, as parallel compressors write: no encoder imo knows
 	// reproduces it, so the whole layer ships.
 	twoMembers := func(b []byte) v1.Layer {
@@ -265,6 +267,7 @@ func TestSublayerUnsupportedEncoder(t *testing.T) {
 }
 
 func TestSublayerEncoderMismatch(t *testing.T) {
+	t.Parallel()
 	// An archive whose delta names an encoder version this build does not
 	// have is refused before anything is uploaded.
 	src, dst := newTestRegistry(t, nil), newTestRegistry(t, nil)
@@ -294,47 +297,6 @@ func TestSublayerEncoderMismatch(t *testing.T) {
 	}
 }
 
-func TestDistributionSublayer(t *testing.T) {
-	src := realRegistry(t, sandbox.DistributionOptions{})
-	dst := realRegistry(t, sandbox.DistributionOptions{})
-	for _, e := range []encoder{encoders[0], encoders[4], encoders[5]} {
-		t.Run(e.name, func(t *testing.T) {
-			repo := "/" + strings.Fields(e.name)[0]
-			f := sandbox.Docker
-			if e.mt != types.DockerLayer {
-				f = sandbox.OCI
-			}
-			v1s, v2s, _ := rebuildPair(t, f, src.Host+repo, func(b []byte) v1.Layer { return compressed(t, e, b) })
-			writeTo(t, dst.Host+repo+"/app:v1", v1s)
-			ctx := context.Background()
-			inc := imo.New(imo.WithPlainHTTP(), imo.WithSublayerDeltas(), imo.WithTempDir(t.TempDir()))
-			path := filepath.Join(t.TempDir(), "delta.tar")
-			plan, err := pullToFile(ctx, inc, src.Host+repo+"/app:v1", src.Host+repo+"/app:v2", path)
-			if err != nil {
-				t.Fatalf("PullToFile() = %v", err)
-			}
-			deltas := 0
-			for _, b := range plan.Blobs {
-				if b.Delta != nil {
-					deltas++
-				}
-			}
-			if deltas != 1 {
-				t.Errorf("the archive carries %d deltas, want 1", deltas)
-			}
-			if err := inc.PushVet(ctx, path, dst.Host+repo+"/app:v2"); err != nil {
-				t.Fatalf("PushVet() = %v", err)
-			}
-			if err := inc.Push(ctx, path, dst.Host+repo+"/app:v2"); err != nil {
-				t.Fatalf("Push() = %v", err)
-			}
-			if got, err := headDigest(dst.Host + repo + "/app:v2"); err != nil || got != digest(t, v2s) {
-				t.Errorf("the destination holds %v, %v; want %s", got, err, digest(t, v2s))
-			}
-		})
-	}
-}
-
 func contains(names []string, name string) bool {
 	for _, n := range names {
 		if n == name {
@@ -345,6 +307,7 @@ func contains(names []string, name string) bool {
 }
 
 func TestSublayerDeltaSharedAcrossBases(t *testing.T) {
+	t.Parallel()
 	// other:v1 (base scratch) has app:v2's rebuilt layer too: its
 	// destination holds no base to rebuild it from, so the layer ships
 	// whole, and both images push.
@@ -383,6 +346,7 @@ func noMountProxy(t *testing.T, host string) string {
 }
 
 func TestSublayerWithoutMounts(t *testing.T) {
+	t.Parallel()
 	// Two repositories need the same rebuilt layer from a registry that
 	// cannot mount: the layer is rebuilt once and uploaded to each.
 	src := newTestRegistry(t, nil)

@@ -12,6 +12,7 @@ import (
 )
 
 func TestBundle(t *testing.T) {
+	t.Parallel()
 	apps := []string{"web", "api"}
 	p, err := sandbox.NewProduct(sandbox.Docker, apps, "linux/amd64")
 	if err != nil {
@@ -72,6 +73,7 @@ func TestBundle(t *testing.T) {
 }
 
 func TestWithReferrers(t *testing.T) {
+	t.Parallel()
 	src, _, pair := registries(t, nil, nil)
 	signer, err := sandbox.NewSigner()
 	if err != nil {
@@ -99,6 +101,7 @@ func TestWithReferrers(t *testing.T) {
 }
 
 func TestHave(t *testing.T) {
+	t.Parallel()
 	// The site holds app:v1; its inventory makes a whole pull of app:v2
 	// carry only what v1 lacks, and vet says the inventory still holds.
 	src, site, _ := registries(t, nil, nil)

@@ -30,23 +30,12 @@ source's. Needs no network and no setup.`,
 }
 
 func runDemo(ctx context.Context, stdout, stderr io.Writer) error {
-	src := sandbox.NewRegistry(nil, nil)
-	defer src.Close()
-	site := sandbox.NewRegistry(nil, nil)
-	defer site.Close()
-	pair, err := sandbox.NewAppPair(sandbox.OCI, "linux/amd64", "linux/arm64/v8")
+	sites, err := sandbox.NewSites(ctx, sandbox.SitesOptions{Format: sandbox.OCI, Platforms: []string{"linux/amd64", "linux/arm64/v8"}})
 	if err != nil {
 		return err
 	}
-	for _, w := range []struct {
-		reg *sandbox.Registry
-		ref string
-		img sandbox.Artifact
-	}{{src, "app:v1", pair.V1}, {src, "app:v2", pair.V2}, {site, "app:v1", pair.V1}} {
-		if err := w.reg.Write(ctx, w.reg.Ref(w.ref), w.img); err != nil {
-			return err
-		}
-	}
+	defer sites.Close()
+	src, site, pair := sites.Source, sites.Site, sites.Pair
 	dir, err := os.MkdirTemp("", "imo-demo-")
 	if err != nil {
 		return err

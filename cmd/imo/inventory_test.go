@@ -10,6 +10,7 @@ import (
 )
 
 func TestInventory(t *testing.T) {
+	t.Parallel()
 	_, site, pair := registries(t, nil, nil)
 	v1Digest, err := pair.V1.Digest()
 	if err != nil {
@@ -59,6 +60,7 @@ func TestInventory(t *testing.T) {
 }
 
 func TestInventoryExitCodes(t *testing.T) {
+	t.Parallel()
 	_, site, _ := registries(t, nil, nil)
 	tests := []struct {
 		name string

@@ -42,26 +42,15 @@ func (r result) String() string {
 }
 
 // registries starts a source registry holding app:v1 and app:v2 and a
-// site registry holding app:v1.
+// site registry holding app:v1, stopped when the test ends.
 func registries(t *testing.T, wrap func(http.Handler) http.Handler, cfg *tls.Config, opts ...remote.Option) (src, site *sandbox.Registry, pair *sandbox.AppPair) {
 	t.Helper()
-	pair, err := sandbox.NewAppPair(sandbox.Docker, "linux/amd64", "linux/arm64")
+	sites, err := sandbox.NewSites(context.Background(), sandbox.SitesOptions{Wrap: wrap, TLS: cfg, Write: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, site = sandbox.NewRegistry(wrap, cfg), sandbox.NewRegistry(wrap, cfg)
-	t.Cleanup(src.Close)
-	t.Cleanup(site.Close)
-	for _, w := range []struct {
-		reg *sandbox.Registry
-		ref string
-		img sandbox.Artifact
-	}{{src, "app:v1", pair.V1}, {src, "app:v2", pair.V2}, {site, "app:v1", pair.V1}} {
-		if err := w.reg.Write(context.Background(), w.reg.Ref(w.ref), w.img, opts...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return src, site, pair
+	t.Cleanup(sites.Close)
+	return sites.Source, sites.Site, sites.Pair
 }
 
 func TestDemo(t *testing.T) {
@@ -116,6 +105,7 @@ func TestPullVetPush(t *testing.T) {
 }
 
 func TestPipe(t *testing.T) {
+	t.Parallel()
 	src, site, pair := registries(t, nil, nil)
 	pulled := imoCmd(t, "", "pull", "--plain-http", "-q", src.Ref("app:v1"), src.Ref("app:v2"), "-o", "-")
 	if pulled.code != 0 {
@@ -165,6 +155,7 @@ func TestFailedPullLeavesNoFile(t *testing.T) {
 }
 
 func TestExitCodes(t *testing.T) {
+	t.Parallel()
 	src, _, _ := registries(t, nil, nil)
 	tests := []struct {
 		name string
@@ -198,6 +189,7 @@ func TestExitCodes(t *testing.T) {
 }
 
 func TestManifest(t *testing.T) {
+	t.Parallel()
 	src, _, pair := registries(t, nil, nil)
 	raw, err := pair.V2.RawManifest()
 	if err != nil {
@@ -228,6 +220,7 @@ func TestManifest(t *testing.T) {
 // (buildx's attestations are all unknown/unknown), or with two platforms,
 // --image is an error rather than an index the registry never served.
 func TestManifestNoSingleAnswer(t *testing.T) {
+	t.Parallel()
 	src, _, pair := registries(t, nil, nil)
 	a, b := pair.V1.(v1.ImageIndex), pair.V2.(v1.ImageIndex)
 	child := func(idx v1.ImageIndex) v1.Image {
@@ -275,6 +268,7 @@ func mustImage(t *testing.T) sandbox.Artifact {
 // TestTransportFlags runs pull and push through TLS with a CA made in the
 // test, mutual TLS, basic and token auth, and a mirror.
 func TestTransportFlags(t *testing.T) {
+	t.Parallel()
 	ca, err := sandbox.NewCA()
 	if err != nil {
 		t.Fatal(err)

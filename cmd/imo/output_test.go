@@ -20,6 +20,7 @@ import (
 // straight to and kept, and a directory is refused before anything is
 // fetched. Every node is made under the test's directory.
 func TestOutputKinds(t *testing.T) {
+	t.Parallel()
 	src, site, _ := registries(t, nil, nil)
 	pullArgs := func(out string) []string {
 		return []string{"pull", "--plain-http", "-q", src.Ref("app:v1"), src.Ref("app:v2"), "-o", out}

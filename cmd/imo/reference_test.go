@@ -17,6 +17,7 @@ import (
 // TestDestinations checks where push sends an image for each way of
 // writing DEST, and that it never goes to a registry the user did not name.
 func TestDestinations(t *testing.T) {
+	t.Parallel()
 	src, _, pair := registries(t, nil, nil)
 	v1d, v2d := digest(t, pair.V1), digest(t, pair.V2)
 	dir := t.TempDir()
@@ -75,6 +76,7 @@ func TestDestinations(t *testing.T) {
 // and a digest is pulled only when they agree, in a pair and in a bundle,
 // and that a bundle's push writes the tag.
 func TestTagAndDigestWhenPulling(t *testing.T) {
+	t.Parallel()
 	src, _, pair := registries(t, nil, nil)
 	v1d, v2d := digest(t, pair.V1), digest(t, pair.V2)
 	dir := t.TempDir()
@@ -103,6 +105,7 @@ func TestTagAndDigestWhenPulling(t *testing.T) {
 // TestReferenceErrors checks that references that do not parse are usage
 // errors that say why, before any request.
 func TestReferenceErrors(t *testing.T) {
+	t.Parallel()
 	src, _, _ := registries(t, nil, nil)
 	tests := []struct {
 		name, ref, reason string
@@ -151,6 +154,7 @@ func digest(t *testing.T, a sandbox.Artifact) v1.Hash {
 // registry's error detail is not printed as a Go map, and a registry that
 // cannot be reached over plain HTTP is not said to have failed over HTTPS.
 func TestErrorMessages(t *testing.T) {
+	t.Parallel()
 	detailed, _, _ := registries(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasSuffix(r.URL.Path, "/manifests/nope") {

@@ -85,6 +85,7 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 // blocked on a pipe or a FIFO, and checks that it stops at once, cleans up
 // and exits with the shell's status for the signal.
 func TestSignalsStopBlockedIO(t *testing.T) {
+	t.Parallel()
 	src, site, _ := registries(t, nil, nil)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		want := 128 + int(sig)
