@@ -178,6 +178,13 @@ func TestExitCodes(t *testing.T) {
 		{"missing image", []string{"pull", "--plain-http", "-q", "scratch", src.Ref("app:v9")}, exitError},
 		{"missing archive", []string{"push", "-q", "nope.tar", src.Ref("app:v2")}, exitError},
 		{"unknown command", []string{"frobnicate"}, exitUsage},
+		{"inspect takes no credentials", []string{"inspect", "--creds", "u:p", "x.tar"}, exitUsage},
+		{"inventory mounts nothing", []string{"inventory", "--mount-from", "x", "reg.example"}, exitUsage},
+		{"vet selects no platform", []string{"vet", "--platform", "linux/amd64", "x.tar", "reg.example/a:1"}, exitUsage},
+		{"push uses no mirror", []string{"push", "--ns", "docker.io", "x.tar", "reg.example/a:1"}, exitUsage},
+		{"push has no base", []string{"push", "--base-creds", "u:p", "x.tar", "reg.example/a:1"}, exitUsage},
+		{"manifest reports no progress", []string{"manifest", "-q", "reg.example/a:1"}, exitUsage},
+		{"pull has no destination", []string{"pull", "--dest-creds", "u:p", "a", "b"}, exitUsage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
