@@ -42,6 +42,20 @@ func (r ImageResult) Pushed() name.Digest {
 	return r.Destination.Context().Digest(r.Digest.String())
 }
 
+// onArchive opens the archive at path and vets or pushes it with op.
+func (i *Incremental) onArchive(ctx context.Context, path, dst string, op func(context.Context, *archive.Reader, string) ([]ImageResult, error)) error {
+	if i.err != nil {
+		return i.err
+	}
+	a, err := archive.Open(path)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	_, err = op(ctx, a, dst)
+	return err
+}
+
 // pushJob is an archive opened for vet or push, and where each of its
 // images goes.
 type pushJob struct {

@@ -35,16 +35,7 @@ import (
 // share is uploaded once and mounted into the other repositories that need
 // it.
 func (i *Incremental) Push(ctx context.Context, path, dst string) error {
-	if i.err != nil {
-		return i.err
-	}
-	a, err := archive.Open(path)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	_, err = i.PushArchive(ctx, a, dst)
-	return err
+	return i.onArchive(ctx, path, dst, i.PushArchive)
 }
 
 // PushArchive is [Incremental.Push] for an opened archive, returning what

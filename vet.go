@@ -34,16 +34,7 @@ import (
 // archive of registry.example/team/app:v2 pushed to site:5000/mirror lands
 // at site:5000/mirror/team/app:v2).
 func (i *Incremental) PushVet(ctx context.Context, path, dst string) error {
-	if i.err != nil {
-		return i.err
-	}
-	a, err := archive.Open(path)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	_, err = i.VetArchive(ctx, a, dst)
-	return err
+	return i.onArchive(ctx, path, dst, i.VetArchive)
 }
 
 // PushVet is [Incremental.PushVet] with the default options.
