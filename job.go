@@ -10,10 +10,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/graph"
 	"github.com/imokit/imo/internal/reference"
 	"github.com/imokit/imo/internal/registry"
+	"github.com/imokit/imo/internal/sublayer"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -277,4 +279,80 @@ func (i *Incremental) mountFromRepos(dst name.Repository) []name.Repository {
 		out = append(out, dst.Registry.Repo(r))
 	}
 	return out
+}
+
+// destination is what the destination holds of an image's blobs.
+type destination struct {
+	// present are the blobs the destination repository holds.
+	present map[v1.Hash]bool
+	// mountable are blobs the archive leaves out that the destination
+	// repository lacks but a repository it may mount from holds.
+	mountable map[v1.Hash]name.Repository
+	// rebuild are the layers the destination lacks that the archive
+	// carries as sub-layer deltas.
+	rebuild map[v1.Hash]*archive.PlanDelta
+}
+
+// blobCheck remembers what repositories hold, so that a blob shared by
+// several images is asked about once per repository.
+type blobCheck struct {
+	mu    sync.Mutex
+	known map[string]bool
+}
+
+func (bc *blobCheck) exists(ctx context.Context, repo *registry.Repository, h v1.Hash) (bool, error) {
+	key := repo.Name().String() + "@" + h.String()
+	bc.mu.Lock()
+	ok, asked := bc.known[key]
+	bc.mu.Unlock()
+	if asked {
+		return ok, nil
+	}
+	ok, err := repo.Exists(ctx, h)
+	if err != nil {
+		return false, err
+	}
+	bc.mu.Lock()
+	bc.known[key] = ok
+	bc.mu.Unlock()
+	return ok, nil
+}
+
+// checkDeltas checks, before anything is sent, that every delta in the
+// archive rebuilds a layer of its images (layers lists them), of that
+// layer's size, with a recipe that makes its media type and that this
+// build reproduces.
+func checkDeltas(a *archive.Reader, layers map[v1.Hash]v1.Descriptor) error {
+	for _, h := range a.Deltas() {
+		_, s := a.Delta(h)
+		hdr, err := sublayer.ReadHeader(s)
+		if err != nil {
+			return fmt.Errorf("%w: %s: the delta of %s: %v", ErrInvalidArchive, a.Name(), h, err)
+		}
+		desc, ok := layers[h]
+		switch {
+		case hdr.Digest != h:
+			return fmt.Errorf("%w: %s: the delta in %s rebuilds %s", ErrInvalidArchive, a.Name(), archive.DeltaName(h), hdr.Digest)
+		case !ok:
+			return fmt.Errorf("%w: %s: %s holds a delta of %s, which no image of the archive uses", ErrInvalidArchive, a.Name(), archive.DeltaName(h), h)
+		case hdr.Size != desc.Size || !recipeFits(hdr.Recipe.Encoder, desc.MediaType):
+			return fmt.Errorf("%w: %s: the delta of %s makes a %d-byte %s blob, but the layer is a %d-byte %s", ErrInvalidArchive, a.Name(), h, hdr.Size, hdr.Recipe.Encoder, desc.Size, desc.MediaType)
+		}
+		if err := sublayer.CheckRecipe(&hdr.Recipe); err != nil {
+			return fmt.Errorf("%w: layer %s of %s needs %s: %v", ErrEncoderMismatch, h, a.Name(), hdr.Recipe.String(), err)
+		}
+	}
+	return nil
+}
+
+// recipeFits reports whether a blob of media type mt can be what encoder
+// writes: gzip for the gzip layer types, zstd for the zstd one.
+func recipeFits(encoder string, mt types.MediaType) bool {
+	switch encoder {
+	case sublayer.EncoderGzip, sublayer.EncoderKlauspostGzip, sublayer.EncoderPgzip:
+		return mt == types.DockerLayer || mt == types.OCILayer
+	case sublayer.EncoderZstd:
+		return mt == types.OCILayerZStd
+	}
+	return false
 }

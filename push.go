@@ -267,7 +267,7 @@ func (i *Incremental) mountBlob(ctx context.Context, repo *registry.Repository, 
 // rebuildBlob rebuilds desc from its sub-layer delta into a temporary
 // file, verified, and returns its path; the caller removes it.
 func (i *Incremental) rebuildBlob(ctx context.Context, j *pushJob, t *blobTarget, desc v1.Descriptor) (string, error) {
-	path, spooled, err := j.rebuilder.rebuild(ctx, t.repo, desc, t.images[0].dest)
+	path, spooled, err := j.rebuilder.rebuild(ctx, t.repo, desc, t.images[0].dest.mountable)
 	if err != nil {
 		return "", err
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo/archive"
@@ -296,9 +297,9 @@ func (r *rebuilder) close() {
 
 // baseFor returns the base the delta dl draws on, building it the first
 // time: each base layer comes from the archive when it carries it, or else
-// from repo's registry, from repo itself or from the repository where vet
-// found it.
-func (r *rebuilder) baseFor(ctx context.Context, repo *registry.Repository, dl *archive.PlanDelta, d *destination) (*sublayer.Base, error) {
+// from repo's registry: from the repository vet found it in when repo
+// lacks it (mountable), from repo itself otherwise.
+func (r *rebuilder) baseFor(ctx context.Context, repo *registry.Repository, dl *archive.PlanDelta, mountable map[v1.Hash]name.Repository) (*sublayer.Base, error) {
 	key := ""
 	for _, b := range dl.Bases {
 		key += b.Digest.String() + ","
@@ -319,8 +320,8 @@ func (r *rebuilder) baseFor(ctx context.Context, repo *registry.Repository, dl *
 			switch {
 			case r.a.Has(b.Digest):
 				src = r.a
-			case !d.present[b.Digest] && d.mountable[b.Digest].RepositoryStr() != "":
-				src = repo.In(d.mountable[b.Digest])
+			case mountable[b.Digest] != (name.Repository{}):
+				src = repo.In(mountable[b.Digest])
 			}
 			if set.err = addBase(ctx, set.base, src, repo.Name().String(), b); set.err != nil {
 				return
@@ -332,13 +333,14 @@ func (r *rebuilder) baseFor(ctx context.Context, repo *registry.Repository, dl *
 
 // rebuild rebuilds the blob desc from its delta into a temporary file,
 // verified against desc, and returns the file's path and how many bytes of
-// base layer contents are spooled on disk for it.
-func (r *rebuilder) rebuild(ctx context.Context, repo *registry.Repository, desc v1.Descriptor, d *destination) (string, int64, error) {
+// base layer contents are spooled on disk for it. Base layers repo lacks
+// come from where mountable says.
+func (r *rebuilder) rebuild(ctx context.Context, repo *registry.Repository, desc v1.Descriptor, mountable map[v1.Hash]name.Repository) (string, int64, error) {
 	dl, delta := r.a.Delta(desc.Digest)
 	if dl == nil {
 		return "", 0, fmt.Errorf("%w: %s: no delta for %s", ErrInvalidArchive, r.a.Name(), desc.Digest)
 	}
-	base, err := r.baseFor(ctx, repo, dl, d)
+	base, err := r.baseFor(ctx, repo, dl, mountable)
 	if err != nil {
 		return "", 0, err
 	}
@@ -362,18 +364,6 @@ func (r *rebuilder) rebuild(ctx context.Context, repo *registry.Repository, desc
 	return out.Name(), base.Spooled(), nil
 }
 
-// recipeFits reports whether a blob of media type mt can be what encoder
-// writes: gzip for the gzip layer types, zstd for the zstd one.
-func recipeFits(encoder string, mt types.MediaType) bool {
-	switch encoder {
-	case sublayer.EncoderGzip, sublayer.EncoderKlauspostGzip, sublayer.EncoderPgzip:
-		return mt == types.DockerLayer || mt == types.OCILayer
-	case sublayer.EncoderZstd:
-		return mt == types.OCILayerZStd
-	}
-	return false
-}
-
 // errTooLong means a rebuild wrote more bytes than the blob has.
 var errTooLong = errors.New("the rebuilt blob is longer than the layer")
 
@@ -389,31 +379,4 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	}
 	l.left -= int64(len(p))
 	return l.w.Write(p)
-}
-
-// checkDeltas checks, before anything is sent, that every delta in the
-// archive rebuilds a layer of its images (layers lists them), of that
-// layer's size, with a recipe that makes its media type and that this
-// build reproduces.
-func checkDeltas(a *archive.Reader, layers map[v1.Hash]v1.Descriptor) error {
-	for _, h := range a.Deltas() {
-		_, s := a.Delta(h)
-		hdr, err := sublayer.ReadHeader(s)
-		if err != nil {
-			return fmt.Errorf("%w: %s: the delta of %s: %v", ErrInvalidArchive, a.Name(), h, err)
-		}
-		desc, ok := layers[h]
-		switch {
-		case hdr.Digest != h:
-			return fmt.Errorf("%w: %s: the delta in %s rebuilds %s", ErrInvalidArchive, a.Name(), archive.DeltaName(h), hdr.Digest)
-		case !ok:
-			return fmt.Errorf("%w: %s: %s holds a delta of %s, which no image of the archive uses", ErrInvalidArchive, a.Name(), archive.DeltaName(h), h)
-		case hdr.Size != desc.Size || !recipeFits(hdr.Recipe.Encoder, desc.MediaType):
-			return fmt.Errorf("%w: %s: the delta of %s makes a %d-byte %s blob, but the layer is a %d-byte %s", ErrInvalidArchive, a.Name(), h, hdr.Size, hdr.Recipe.Encoder, desc.Size, desc.MediaType)
-		}
-		if err := sublayer.CheckRecipe(&hdr.Recipe); err != nil {
-			return fmt.Errorf("%w: layer %s of %s needs %s: %v", ErrEncoderMismatch, h, a.Name(), hdr.Recipe.String(), err)
-		}
-	}
-	return nil
 }

@@ -58,43 +58,6 @@ func (i *Incremental) VetArchive(ctx context.Context, a *archive.Reader, dst str
 	return j.results()
 }
 
-// destination is what the destination holds of an image's blobs.
-type destination struct {
-	// present are the blobs the destination repository holds.
-	present map[v1.Hash]bool
-	// mountable are blobs the archive leaves out that the destination
-	// repository lacks but a repository it may mount from holds.
-	mountable map[v1.Hash]name.Repository
-	// rebuild are the layers the destination lacks that the archive
-	// carries as sub-layer deltas.
-	rebuild map[v1.Hash]*archive.PlanDelta
-}
-
-// blobCheck remembers what repositories hold, so that a blob shared by
-// several images is asked about once per repository.
-type blobCheck struct {
-	mu    sync.Mutex
-	known map[string]bool
-}
-
-func (bc *blobCheck) exists(ctx context.Context, repo *registry.Repository, h v1.Hash) (bool, error) {
-	key := repo.Name().String() + "@" + h.String()
-	bc.mu.Lock()
-	ok, asked := bc.known[key]
-	bc.mu.Unlock()
-	if asked {
-		return ok, nil
-	}
-	ok, err := repo.Exists(ctx, h)
-	if err != nil {
-		return false, err
-	}
-	bc.mu.Lock()
-	bc.known[key] = ok
-	bc.mu.Unlock()
-	return ok, nil
-}
-
 // vetAll vets every image, recording in each what its destination holds
 // or why it failed; with all, it asks about the blobs the archive carries
 // too, which a push needs to know.
