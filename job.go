@@ -65,6 +65,9 @@ type pushJob struct {
 	archive   *archive.Reader
 	images    []*destImage
 	rebuilder *rebuilder // for archives with sub-layer deltas
+	reporter  Reporter
+	jobs      int
+	mountFrom []string // WithMountFrom's repositories
 }
 
 // destImage is one image of an archive at its destination.
@@ -109,7 +112,7 @@ func (i *Incremental) openJob(ctx context.Context, a *archive.Reader, dst, actio
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArchive, a.Name(), err)
 	}
-	j := &pushJob{archive: a}
+	j := &pushJob{archive: a, reporter: i.opts.reporter, jobs: i.opts.jobs, mountFrom: i.opts.mountFrom}
 	if err := i.placeImages(j, gs, dst); err != nil {
 		return nil, err
 	}
@@ -266,16 +269,17 @@ func checkArtifact(src reference.Ref, top graph.Node, subject v1.Hash) error {
 // repository of a job.
 func (i *Incremental) destScopes(repo name.Repository, action string) []string {
 	scopes := []string{repo.Scope(action)}
-	for _, from := range i.mountFromRepos(repo) {
+	for _, from := range mountFromRepos(repo, i.opts.mountFrom) {
 		scopes = append(scopes, from.Scope(transport.PullScope))
 	}
 	return scopes
 }
 
-// mountFromRepos are the WithMountFrom repositories, in the destination's registry.
-func (i *Incremental) mountFromRepos(dst name.Repository) []name.Repository {
+// mountFromRepos are the repositories paths names (WithMountFrom's), in
+// the destination's registry.
+func mountFromRepos(dst name.Repository, paths []string) []name.Repository {
 	var out []name.Repository
-	for _, r := range i.opts.mountFrom {
+	for _, r := range paths {
 		out = append(out, dst.Registry.Repo(r))
 	}
 	return out

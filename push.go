@@ -50,18 +50,18 @@ func (i *Incremental) PushArchive(ctx context.Context, a *archive.Reader, dst st
 	if err != nil {
 		return nil, err
 	}
-	i.vetAll(ctx, j, true)
+	j.vetAll(ctx, true)
 	if len(a.Deltas()) > 0 {
-		if j.rebuilder, err = newRebuilder(i, a); err != nil {
+		if j.rebuilder, err = newRebuilder(i.opts.tempDir, a); err != nil {
 			return nil, err
 		}
 		defer j.rebuilder.close()
 	}
-	i.sendBlobs(ctx, j)
+	j.sendBlobs(ctx)
 	// Images first, then the artifacts that refer to them.
 	for _, artifacts := range []bool{false, true} {
 		eg, ectx := errgroup.WithContext(ctx)
-		eg.SetLimit(i.opts.jobs)
+		eg.SetLimit(j.jobs)
 		for _, img := range j.images {
 			switch {
 			case (img.subject != nil) != artifacts || img.err != nil:
@@ -69,7 +69,7 @@ func (i *Incremental) PushArchive(ctx context.Context, a *archive.Reader, dst st
 				img.err = fmt.Errorf("%s: not pushed: the image it refers to, %s, failed", img.ref, img.subject.ref)
 			default:
 				eg.Go(func() error {
-					img.err = i.putImage(ectx, img)
+					img.err = j.putImage(ectx, img)
 					return nil
 				})
 			}
@@ -85,16 +85,16 @@ func (i *Incremental) PushArchive(ctx context.Context, a *archive.Reader, dst st
 
 // putImage writes an image's manifests, the children first, and checks
 // that its destination then resolves to its digest.
-func (i *Incremental) putImage(ctx context.Context, img *destImage) error {
+func (j *pushJob) putImage(ctx context.Context, img *destImage) error {
 	g := img.graph
 	for n := len(g.Manifests) - 1; n >= 1; n-- {
 		m := g.Manifests[n]
-		if err := i.putManifest(ctx, img.repo, img.repo.Name().Digest(m.Desc.Digest.String()), m); err != nil {
+		if err := j.putManifest(ctx, img.repo, img.repo.Name().Digest(m.Desc.Digest.String()), m); err != nil {
 			return err
 		}
 	}
 	top := g.Top()
-	if err := i.putManifest(ctx, img.repo, img.ref, top); err != nil {
+	if err := j.putManifest(ctx, img.repo, img.ref, top); err != nil {
 		return err
 	}
 	got, err := img.repo.Head(ctx, img.ref)
@@ -107,11 +107,11 @@ func (i *Incremental) putImage(ctx context.Context, img *destImage) error {
 	return nil
 }
 
-func (i *Incremental) putManifest(ctx context.Context, repo *registry.Repository, ref name.Reference, m graph.Node) error {
+func (j *pushJob) putManifest(ctx context.Context, repo *registry.Repository, ref name.Reference, m graph.Node) error {
 	if err := repo.Put(ctx, ref, m); err != nil {
 		return err
 	}
-	i.opts.reporter.Report(Event{Kind: ManifestPushed, Ref: ref.String(), Digest: m.Desc.Digest, MediaType: m.Desc.MediaType, Size: m.Desc.Size})
+	j.reporter.Report(Event{Kind: ManifestPushed, Ref: ref.String(), Digest: m.Desc.Digest, MediaType: m.Desc.MediaType, Size: m.Desc.Size})
 	return nil
 }
 
@@ -133,7 +133,7 @@ type blobRoutes struct {
 
 // routeBlobs decides where each blob goes, reporting the blobs that need
 // not go anywhere.
-func (i *Incremental) routeBlobs(j *pushJob) blobRoutes {
+func (j *pushJob) routeBlobs() blobRoutes {
 	r := blobRoutes{descs: map[v1.Hash]v1.Descriptor{}, targets: map[v1.Hash][]*blobTarget{}}
 	for _, img := range j.images {
 		if img.err != nil {
@@ -146,11 +146,11 @@ func (i *Incremental) routeBlobs(j *pushJob) blobRoutes {
 			switch {
 			case img.dest.present[h]:
 				ev.Reason = "destination has it"
-				i.opts.reporter.Report(ev)
+				j.reporter.Report(ev)
 				continue
 			case b.Foreign() && !j.archive.Has(h):
 				ev.Reason = string(archive.ReasonForeign)
-				i.opts.reporter.Report(ev)
+				j.reporter.Report(ev)
 				continue
 			case !mountable && !j.archive.Has(h) && img.dest.rebuild[h] == nil:
 				continue // vet found it missing; the image has failed
@@ -180,15 +180,15 @@ func (i *Incremental) routeBlobs(j *pushJob) blobRoutes {
 // repository that lacks it, and mounted into the others; a left-out blob
 // found elsewhere in the destination registry is mounted. An image a blob
 // fails to reach fails with it; the other images go on.
-func (i *Incremental) sendBlobs(ctx context.Context, j *pushJob) {
-	routes := i.routeBlobs(j)
+func (j *pushJob) sendBlobs(ctx context.Context) {
+	routes := j.routeBlobs()
 	var total int64
 	for _, h := range routes.order {
 		if routes.targets[h][0].from == (name.Repository{}) {
 			total += routes.descs[h].Size // uploaded once; mounted elsewhere
 		}
 	}
-	i.opts.reporter.Report(Event{Kind: TransferPlanned, Size: total})
+	j.reporter.Report(Event{Kind: TransferPlanned, Size: total})
 	var mu sync.Mutex
 	fail := func(t *blobTarget, err error) {
 		mu.Lock()
@@ -200,10 +200,10 @@ func (i *Incremental) sendBlobs(ctx context.Context, j *pushJob) {
 		}
 	}
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(i.opts.jobs)
+	eg.SetLimit(j.jobs)
 	for _, h := range routes.order {
 		eg.Go(func() error {
-			i.sendBlob(ectx, j, routes.descs[h], routes.targets[h], fail)
+			j.sendBlob(ectx, routes.descs[h], routes.targets[h], fail)
 			return nil
 		})
 	}
@@ -212,7 +212,7 @@ func (i *Incremental) sendBlobs(ctx context.Context, j *pushJob) {
 
 // sendBlob brings one blob into each of its targets, calling fail for each
 // target it cannot reach.
-func (i *Incremental) sendBlob(ctx context.Context, j *pushJob, desc v1.Descriptor, targets []*blobTarget, fail func(*blobTarget, error)) {
+func (j *pushJob) sendBlob(ctx context.Context, desc v1.Descriptor, targets []*blobTarget, fail func(*blobTarget, error)) {
 	var uploaded *registry.Repository
 	var rebuilt string // the blob rebuilt from its delta, kept until every target has it
 	defer func() {
@@ -222,26 +222,26 @@ func (i *Incremental) sendBlob(ctx context.Context, j *pushJob, desc v1.Descript
 	}()
 	send := func(t *blobTarget) error {
 		if j.archive.Has(desc.Digest) {
-			return i.uploadBlob(ctx, t.repo, j.archive, desc)
+			return j.uploadBlob(ctx, t.repo, j.archive, desc)
 		}
 		if rebuilt == "" {
-			path, err := i.rebuildBlob(ctx, j, t, desc)
+			path, err := j.rebuildBlob(ctx, t, desc)
 			if err != nil {
 				return err
 			}
 			rebuilt = path
 		}
-		return i.uploadFile(ctx, t.repo, rebuilt, desc)
+		return j.uploadFile(ctx, t.repo, rebuilt, desc)
 	}
 	for _, t := range targets {
 		var err error
 		switch {
 		case t.from != (name.Repository{}):
-			err = i.mountBlob(ctx, t.repo, desc, t.from)
+			err = j.mountBlob(ctx, t.repo, desc, t.from)
 		case uploaded != nil:
 			// A registry without cross-repository mounts gets the bytes
 			// again.
-			if err = i.mountBlob(ctx, t.repo, desc, uploaded.Name()); err != nil {
+			if err = j.mountBlob(ctx, t.repo, desc, uploaded.Name()); err != nil {
 				err = send(t)
 			}
 		default:
@@ -256,22 +256,22 @@ func (i *Incremental) sendBlob(ctx context.Context, j *pushJob, desc v1.Descript
 }
 
 // mountBlob mounts desc from the repository from into repo.
-func (i *Incremental) mountBlob(ctx context.Context, repo *registry.Repository, desc v1.Descriptor, from name.Repository) error {
+func (j *pushJob) mountBlob(ctx context.Context, repo *registry.Repository, desc v1.Descriptor, from name.Repository) error {
 	if err := repo.Mount(ctx, desc.Digest, from); err != nil {
 		return err
 	}
-	i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: repo.Name().String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Reason: "mounted from " + from.RepositoryStr()})
+	j.reporter.Report(Event{Kind: BlobSkipped, Ref: repo.Name().String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Reason: "mounted from " + from.RepositoryStr()})
 	return nil
 }
 
 // rebuildBlob rebuilds desc from its sub-layer delta into a temporary
 // file, verified, and returns its path; the caller removes it.
-func (i *Incremental) rebuildBlob(ctx context.Context, j *pushJob, t *blobTarget, desc v1.Descriptor) (string, error) {
+func (j *pushJob) rebuildBlob(ctx context.Context, t *blobTarget, desc v1.Descriptor) (string, error) {
 	path, spooled, err := j.rebuilder.rebuild(ctx, t.repo, desc, t.images[0].dest.mountable)
 	if err != nil {
 		return "", err
 	}
-	i.opts.reporter.Report(Event{Kind: BlobRebuilt, Ref: t.repo.Name().String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size,
+	j.reporter.Report(Event{Kind: BlobRebuilt, Ref: t.repo.Name().String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size,
 		Reason: fmt.Sprintf("from its sub-layer delta, with %d bytes of base layer contents spooled to disk", spooled)})
 	return path, nil
 }
@@ -285,31 +285,31 @@ func (s fileBlob) Blob(_ context.Context, d v1.Descriptor, report func(int64)) (
 }
 
 // uploadFile uploads desc from the file at path into repo.
-func (i *Incremental) uploadFile(ctx context.Context, repo *registry.Repository, path string, desc v1.Descriptor) error {
+func (j *pushJob) uploadFile(ctx context.Context, repo *registry.Repository, path string, desc v1.Descriptor) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("uploading %s: %w", desc.Digest, err)
 	}
 	defer f.Close()
-	return i.uploadBlob(ctx, repo, fileBlob{f}, desc)
+	return j.uploadBlob(ctx, repo, fileBlob{f}, desc)
 }
 
 // uploadBlob uploads desc, read from src, into repo, reporting its start,
 // progress and end.
-func (i *Incremental) uploadBlob(ctx context.Context, repo *registry.Repository, src graph.BlobFetcher, desc v1.Descriptor) error {
+func (j *pushJob) uploadBlob(ctx context.Context, repo *registry.Repository, src graph.BlobFetcher, desc v1.Descriptor) error {
 	ev := Event{Kind: BlobStarted, Ref: repo.Name().String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
-	i.opts.reporter.Report(ev)
+	j.reporter.Report(ev)
 	err := repo.Upload(ctx, desc, func() (io.Reader, error) {
 		return src.Blob(ctx, desc, func(n int64) {
 			p := ev
 			p.Kind, p.Complete = BlobProgress, n
-			i.opts.reporter.Report(p)
+			j.reporter.Report(p)
 		})
 	})
 	if err != nil {
 		return err
 	}
 	ev.Kind, ev.Complete = BlobDone, desc.Size
-	i.opts.reporter.Report(ev)
+	j.reporter.Report(ev)
 	return nil
 }

@@ -103,7 +103,7 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool) (*
 		d.plan.Inventories = append(d.plan.Inventories, archive.PlanInventory{Registry: inv.Registry, Prefix: inv.Prefix, Taken: inv.Taken, Blobs: len(inv.Blobs)})
 	}
 	if i.opts.sublayer {
-		if err := i.prepareDeltas(ctx, d); err != nil {
+		if err := d.prepareDeltas(ctx); err != nil {
 			d.Close()
 			return nil, err
 		}

@@ -43,7 +43,7 @@ func deltaLayer(mt types.MediaType) bool {
 // downloads those base layers and the carried layers into a temporary
 // directory; a layer whose delta does not pay is then written into the
 // archive from there, not downloaded twice.
-func (i *Incremental) prepareDeltas(ctx context.Context, d *Difference) error {
+func (d *Difference) prepareDeltas(ctx context.Context) error {
 	carried := map[v1.Hash]int{}
 	for k, b := range d.plan.Blobs {
 		if b.Included && !b.Config && b.Size >= minDeltaBlob && deltaLayer(b.MediaType) {
@@ -85,7 +85,7 @@ func (i *Incremental) prepareDeltas(ctx context.Context, d *Difference) error {
 			if len(todo) == 0 || !usable {
 				continue
 			}
-			if err := i.deltaGroup(ctx, d, img, base.Layers, todo, carried); err != nil {
+			if err := d.deltaGroup(ctx, img, base.Layers, todo, carried); err != nil {
 				return err
 			}
 		}
@@ -113,9 +113,9 @@ func samePlatform(base *graph.Graph, m graph.Node) *graph.Node {
 
 // deltaGroup tries deltas for the layers todo of img against the base
 // layers baseLayers of its base.
-func (i *Incremental) deltaGroup(ctx context.Context, d *Difference, img pulledImage, baseLayers, todo []v1.Descriptor, carried map[v1.Hash]int) error {
+func (d *Difference) deltaGroup(ctx context.Context, img pulledImage, baseLayers, todo []v1.Descriptor, carried map[v1.Hash]int) error {
 	if d.tmp == "" {
-		dir, err := os.MkdirTemp(i.opts.tempDir, "imo-pull-")
+		dir, err := os.MkdirTemp(d.i.opts.tempDir, "imo-pull-")
 		if err != nil {
 			return fmt.Errorf("preparing sub-layer deltas: %w", err)
 		}
@@ -137,7 +137,7 @@ func (i *Incremental) deltaGroup(ctx context.Context, d *Difference, img pulledI
 	}
 	for _, l := range todo {
 		pb := &d.plan.Blobs[carried[l.Digest]]
-		if err := i.tryDelta(ctx, d, sb, img, l, pb, byDigest); err != nil {
+		if err := d.tryDelta(ctx, sb, img, l, pb, byDigest); err != nil {
 			return err
 		}
 	}
@@ -148,7 +148,7 @@ func (i *Incremental) deltaGroup(ctx context.Context, d *Difference, img pulledI
 // pb records the delta when it pays and every image using the layer can
 // rebuild it, and why not otherwise, when the layer is then written into
 // the archive from the download.
-func (i *Incremental) tryDelta(ctx context.Context, d *Difference, sb *sublayer.Base, img pulledImage, l v1.Descriptor, pb *archive.PlanBlob, bases map[string]v1.Descriptor) error {
+func (d *Difference) tryDelta(ctx context.Context, sb *sublayer.Base, img pulledImage, l v1.Descriptor, pb *archive.PlanBlob, bases map[string]v1.Descriptor) error {
 	path := filepath.Join(d.tmp, "blob-"+l.Digest.Hex)
 	if err := download(ctx, img, l, path); err != nil {
 		return err
@@ -167,7 +167,7 @@ func (i *Incremental) tryDelta(ctx context.Context, d *Difference, sb *sublayer.
 			pb.Delta.Bases = append(pb.Delta.Bases, bases[id])
 		}
 		d.deltas[l.Digest] = archive.File{Path: deltaPath, Size: st.DeltaSize}
-		i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: img.ref.String(), Digest: l.Digest, MediaType: l.MediaType, Size: l.Size,
+		d.i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: img.ref.String(), Digest: l.Digest, MediaType: l.MediaType, Size: l.Size,
 			Reason: fmt.Sprintf("%s of %d bytes (%s)", archive.ReasonDelta, st.DeltaSize, st.Header.Recipe.String())})
 	case errors.Is(err, sublayer.ErrUnsupportedEncoder), errors.Is(err, sublayer.ErrNotWorthwhile):
 		os.Remove(deltaPath)
@@ -278,8 +278,8 @@ type baseSet struct {
 	err  error
 }
 
-func newRebuilder(i *Incremental, a *archive.Reader) (*rebuilder, error) {
-	dir, err := os.MkdirTemp(i.opts.tempDir, "imo-push-")
+func newRebuilder(tempDir string, a *archive.Reader) (*rebuilder, error) {
+	dir, err := os.MkdirTemp(tempDir, "imo-push-")
 	if err != nil {
 		return nil, fmt.Errorf("preparing to rebuild layers: %w", err)
 	}

@@ -54,17 +54,17 @@ func (i *Incremental) VetArchive(ctx context.Context, a *archive.Reader, dst str
 	if err != nil {
 		return nil, err
 	}
-	i.vetAll(ctx, j, false)
+	j.vetAll(ctx, false)
 	return j.results()
 }
 
 // vetAll vets every image, recording in each what its destination holds
 // or why it failed; with all, it asks about the blobs the archive carries
 // too, which a push needs to know.
-func (i *Incremental) vetAll(ctx context.Context, j *pushJob, all bool) {
+func (j *pushJob) vetAll(ctx context.Context, all bool) {
 	bc := &blobCheck{known: map[string]bool{}}
 	for _, img := range j.images {
-		v := &vetter{i: i, bc: bc, j: j, repo: img.repo, g: img.graph,
+		v := &vetter{bc: bc, j: j, repo: img.repo, g: img.graph,
 			d: &destination{present: map[v1.Hash]bool{}, mountable: map[v1.Hash]name.Repository{}, rebuild: map[v1.Hash]*archive.PlanDelta{}}}
 		if img.err = v.vet(ctx, all); img.err != nil {
 			img.err = fmt.Errorf("%s: %w", img.ref, img.err)
@@ -76,7 +76,6 @@ func (i *Incremental) vetAll(ctx context.Context, j *pushJob, all bool) {
 
 // vetter vets one image at its destination repository.
 type vetter struct {
-	i     *Incremental
 	bc    *blobCheck
 	j     *pushJob
 	repo  *registry.Repository
@@ -119,7 +118,7 @@ func (v *vetter) vet(ctx context.Context, all bool) error {
 // ask records which of blobs the destination repository holds.
 func (v *vetter) ask(ctx context.Context, blobs []*graph.Blob) error {
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(v.i.opts.jobs)
+	eg.SetLimit(v.j.jobs)
 	for _, b := range blobs {
 		eg.Go(func() error {
 			ok, err := v.bc.exists(ectx, v.repo, b.Desc.Digest)
@@ -172,10 +171,10 @@ func (v *vetter) missing() []*graph.Blob {
 // inventories saw it in.
 func (v *vetter) findMounts(ctx context.Context) error {
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(v.i.opts.jobs)
+	eg.SetLimit(v.j.jobs)
 	for _, b := range v.missing() {
 		eg.Go(func() error {
-			for _, from := range v.i.mountSources(v.repo.Name(), v.j, b.Desc.Digest) {
+			for _, from := range v.j.mountSources(v.repo.Name(), b.Desc.Digest) {
 				ok, err := v.bc.exists(ectx, v.repo.In(from), b.Desc.Digest)
 				switch registry.Status(err) {
 				case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
@@ -206,8 +205,8 @@ const heldByTried = 16
 // when the push goes to a target, those the archive's inventories saw it
 // in that lie under the target's prefix. An archive cannot make push read
 // from repositories outside what the user named.
-func (i *Incremental) mountSources(dst name.Repository, j *pushJob, h v1.Hash) []name.Repository {
-	out := i.mountFromRepos(dst)
+func (j *pushJob) mountSources(dst name.Repository, h v1.Hash) []name.Repository {
+	out := mountFromRepos(dst, j.mountFrom)
 	if j.target == nil {
 		return out
 	}
