@@ -47,9 +47,16 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the destina
 	return root
 }
 
-// version is the module version imo was built from: a tag for
+// buildVersion is the version a release build stamps in with
+// -ldflags "-X main.buildVersion=...", as the image builder does.
+var buildVersion string
+
+// version is the version imo was built from: the stamped one, a tag for
 // "go install ...@vX.Y.Z", "devel" for a build from a checkout.
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
 		return info.Main.Version
 	}
