@@ -272,10 +272,13 @@ func WithRetries(retries int, initial time.Duration) Option {
 // that gets no response for d (the first contact, a token, a manifest, a
 // blob check, an upload's answer), or a body that sends or receives no
 // byte for d, is dropped and retried as a transient failure; a blob
-// download resumes where it stopped. With the default retries a registry
-// that accepts connections and never answers fails a request after about
-// five times d plus the retry waits. Zero waits for ever (until the
-// context ends). The default is 30 seconds.
+// download resumes where it stopped. Registries take longer over some
+// answers, which get more: the answer to an upload d more per GiB
+// uploaded (the registry may move or hash the blob), a page of the
+// catalog four times d. With the default retries a registry that accepts
+// connections and never answers fails a request after about five times d
+// plus the retry waits. Zero waits for ever (until the context ends). The
+// default is 30 seconds.
 func WithStallTimeout(d time.Duration) Option {
 	return func(o *options) { o.retry.Stall = d }
 }

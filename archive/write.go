@@ -58,7 +58,7 @@ func (l *Layout) WriteTo(ctx context.Context, w io.Writer, fetch Fetch, jobs int
 	for _, s := range l.segs {
 		switch {
 		case s.file != nil:
-			if err := copyFile(w, s.file); err != nil {
+			if err := copyFile(ctx, w, s.file); err != nil {
 				return err
 			}
 		case s.blob == nil:
@@ -156,7 +156,7 @@ func (l *Layout) WriteAt(ctx context.Context, w io.WriterAt, fetch Fetch, jobs i
 	for _, s := range l.segs {
 		switch {
 		case s.file != nil:
-			eg.Go(func() error { return copyFile(io.NewOffsetWriter(w, s.off), s.file) })
+			eg.Go(func() error { return copyFile(ectx, io.NewOffsetWriter(w, s.off), s.file) })
 		case s.blob != nil:
 			eg.Go(func() error { return copyBlob(ectx, io.NewOffsetWriter(w, s.off), fetch, *s.blob) })
 		}
@@ -177,14 +177,14 @@ func copyBlob(ctx context.Context, w io.Writer, fetch Fetch, desc v1.Descriptor)
 	return nil
 }
 
-// copyFile copies a local file to w.
-func copyFile(w io.Writer, f *File) error {
+// copyFile copies a local file to w, stopping when ctx ends.
+func copyFile(ctx context.Context, w io.Writer, f *File) error {
 	src, err := os.Open(f.Path)
 	if err != nil {
 		return fmt.Errorf("writing archive: %w", err)
 	}
 	defer src.Close()
-	if n, err := io.Copy(w, src); err != nil || n != f.Size {
+	if n, err := io.Copy(w, contextReader{ctx: ctx, r: src}); err != nil || n != f.Size {
 		return fmt.Errorf("writing archive: copied %d of %d bytes of %s: %v", n, f.Size, f.Path, err)
 	}
 	return nil

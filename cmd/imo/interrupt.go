@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -36,12 +35,12 @@ func signalName(sig syscall.Signal) string {
 	return sig.String()
 }
 
-// signalContext returns a context that SIGINT or SIGTERM ends, with an
-// [interrupted] cause. After the first signal, a second one ends imo at
-// once (the signal's default action), and if the command has not returned
-// within forceExitAfter imo exits by itself. stop releases the signals.
-func signalContext(stderr io.Writer) (ctx context.Context, stop func()) {
-	ctx, cancel := context.WithCancelCause(context.Background())
+// onSignals ends ctx (through cancel, with an [interrupted] cause) at
+// SIGINT or SIGTERM. After the first signal, a second one ends imo at once
+// (the signal's default action), and if the command has not returned
+// within forceExitAfter imo restores its standard streams and exits by
+// itself. stop releases the signals.
+func onSignals(cancel context.CancelCauseFunc, stderr io.Writer, restore func()) (stop func()) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	done := make(chan struct{})
@@ -57,43 +56,14 @@ func signalContext(stderr io.Writer) (ctx context.Context, stop func()) {
 			case <-done:
 			case <-time.After(forceExitAfter):
 				fmt.Fprintf(stderr, "imo: %v: not stopped after %s; exiting\n", cause, forceExitAfter)
+				restore()
 				os.Exit(cause.exitCode())
 			}
 		}
 	}()
-	return ctx, func() {
+	return func() {
 		close(done)
 		signal.Stop(sigs)
-		cancel(nil)
-	}
-}
-
-// interruptible returns f so that a read or write blocked on it ends when
-// ctx does: a pipe, FIFO or socket is served through Go's poller with a
-// deadline set when ctx ends. Other files (a terminal, a regular file) are
-// returned as they are. restore puts the descriptor back into blocking
-// mode, as the processes sharing it expect.
-func interruptible(ctx context.Context, f *os.File) (rw *os.File, restore func()) {
-	fi, err := f.Stat()
-	if err != nil || fi.Mode()&(fs.ModeNamedPipe|fs.ModeSocket) == 0 {
-		return f, func() {}
-	}
-	fd := int(f.Fd())
-	dup, err := syscall.Dup(fd)
-	if err != nil {
-		return f, func() {}
-	}
-	syscall.CloseOnExec(dup)
-	if err := syscall.SetNonblock(dup, true); err != nil {
-		syscall.Close(dup)
-		return f, func() {}
-	}
-	nf := os.NewFile(uintptr(dup), f.Name())
-	stop := context.AfterFunc(ctx, func() { nf.SetDeadline(time.Now()) })
-	return nf, func() {
-		stop()
-		nf.Close()
-		syscall.SetNonblock(fd, false)
 	}
 }
 

@@ -11,13 +11,13 @@ import (
 )
 
 func main() {
-	ctx, stop := signalContext(os.Stderr)
-	stdin, restoreIn := interruptible(ctx, os.Stdin)
-	stdout, restoreOut := interruptible(ctx, os.Stdout)
-	code := run(ctx, os.Args[1:], stdin, stdout, os.Stderr)
-	restoreOut()
-	restoreIn()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	stdin, stdout, stderr, restore := stdio(ctx)
+	stop := onSignals(cancel, stderr, restore)
+	code := run(ctx, os.Args[1:], stdin, stdout, stderr)
 	stop()
+	cancel(nil)
+	restore()
 	os.Exit(code)
 }
 

@@ -396,3 +396,12 @@ func headDigest(ref string) (v1.Hash, error) {
 	}
 	return d.Digest, nil
 }
+
+// requests counts every request reg served since its counts were reset.
+func requests(reg *sandbox.Registry) int {
+	n := 0
+	for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
+		n += reg.Count(method, "/")
+	}
+	return n
+}

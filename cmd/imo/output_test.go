@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 import (
@@ -10,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/imokit/imo/internal/sandbox"
 )
 
 // TestOutputKinds runs "imo pull -o" and "imo inventory -o" at every kind
@@ -129,13 +129,4 @@ func TestOutputKinds(t *testing.T) {
 			t.Errorf("refused pulls left %d files in the directory", len(entries))
 		}
 	})
-}
-
-// requests counts every request reg served since its counts were reset.
-func requests(reg *sandbox.Registry) int {
-	n := 0
-	for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
-		n += reg.Count(method, "/")
-	}
-	return n
 }

@@ -33,7 +33,12 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the destina
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		if c == root {
+			return usagef("%v (each command takes its own flags, after its name: imo pull --plain-http ...)", err)
+		}
+		return usageError{err}
+	})
 	root.AddCommand(
 		newPullCmd(),
 		newVetCmd(),

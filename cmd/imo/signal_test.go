@@ -1,8 +1,12 @@
+//go:build linux
+
 package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -39,6 +43,24 @@ func startImo(t *testing.T, stdin io.Reader, stdout io.Writer, args ...string) *
 	cmd.Stdin, cmd.Stdout = stdin, stdout
 	c := &child{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-c.done
+	})
+	return c
+}
+
+// startImoShared starts imo with standard output and error both on w.
+func startImoShared(t *testing.T, w *os.File, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "IMO_TEST_RUN_MAIN=1")
+	cmd.Stdout, cmd.Stderr = w, w
+	c := &child{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -173,4 +195,56 @@ func fcntl(f *os.File, cmd, arg int) (int, error) {
 		return 0, errno
 	}
 	return int(r), nil
+}
+
+// TestSharedPipeKeepsStderr runs imo with standard output and error on one
+// pipe (2>&1 | slow-reader), which imo makes non-blocking to stop on
+// signals: no line of stderr may be lost while the reader is slow.
+func TestSharedPipeKeepsStderr(t *testing.T) {
+	src, _, pair := registries(t, nil, nil)
+	// A bundle of 30 images: more progress than the pipe holds.
+	var pairs strings.Builder
+	for k := range 30 {
+		ref := src.Ref(fmt.Sprintf("app%d:v2", k))
+		if err := src.Write(context.Background(), ref, pair.V2); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&pairs, "scratch %s\n", ref)
+	}
+	from := filepath.Join(t.TempDir(), "pairs.txt")
+	if err := os.WriteFile(from, []byte(pairs.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := func(out string) []string {
+		return []string{"pull", "--plain-http", "--progress", "json", "--from", from, "-o", out}
+	}
+	c := startImo(t, nil, nil, args(filepath.Join(t.TempDir(), "a.tar"))...)
+	if err := <-c.done; err != nil {
+		t.Fatalf("imo pull: %v\n%s", err, c.stderr)
+	}
+	c.done <- nil
+	want := strings.Count(c.stderr.String(), "\n")
+	if c.stderr.Len() < 8192 {
+		t.Fatalf("the pull printed %d bytes of progress, too few to fill the pipe", c.stderr.Len())
+	}
+
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if _, err := fcntl(pw, syscall.F_SETPIPE_SZ, 4096); err != nil {
+		t.Fatal(err)
+	}
+	c = startImoShared(t, pw, args(filepath.Join(t.TempDir(), "a.tar"))...)
+	pw.Close()
+	time.Sleep(time.Second) // a slow reader: the pipe fills
+	got, _ := io.ReadAll(pr)
+	if err := <-c.done; err != nil {
+		t.Errorf("imo pull 2>&1 | slow: %v", err)
+	}
+	c.done <- nil
+	if n := strings.Count(string(got), "\n"); n != want+1 { // + the archive's path on stdout
+		t.Errorf("imo pull 2>&1 | slow printed %d lines, want %d:\n%s", n, want+1, got)
+	}
 }

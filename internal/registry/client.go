@@ -109,14 +109,16 @@ func (c *Client) roundTripper(host string) http.RoundTripper {
 	return c.policy.wrap(&hostTransport{next: c.base, host: host, scheme: c.scheme(), namespace: c.namespace})
 }
 
-// login authenticates to reg for scopes: it pings the registry and fetches
-// a token once, so that every request of an operation reuses them.
-func (c *Client) login(ctx context.Context, reg name.Registry, scopes []string) (http.RoundTripper, error) {
+// login authenticates to reg for scopes, with the credentials the
+// keychain holds for what (a repository, or the registry itself): it pings
+// the registry and fetches a token once, so that every request of an
+// operation reuses them.
+func (c *Client) login(ctx context.Context, what authn.Resource, reg name.Registry, scopes []string) (http.RoundTripper, error) {
 	auth := c.auth
 	if auth == nil {
 		var err error
-		if auth, err = authn.Resolve(ctx, c.keychain, reg); err != nil {
-			return nil, fmt.Errorf("resolving credentials for %s: %w", reg, err)
+		if auth, err = authn.Resolve(ctx, c.keychain, what); err != nil {
+			return nil, fmt.Errorf("resolving credentials for %s: %w", what, err)
 		}
 	}
 	rt, err := transport.NewWithContext(ctx, reg, auth, c.roundTripper(reg.RegistryStr()), scopes)
@@ -132,7 +134,7 @@ func (c *Client) Open(ctx context.Context, repo name.Repository, scopes ...strin
 	if len(scopes) == 0 {
 		scopes = []string{repo.Scope(transport.PullScope)}
 	}
-	rt, err := c.login(ctx, repo.Registry, scopes)
+	rt, err := c.login(ctx, repo, repo.Registry, scopes)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +144,7 @@ func (c *Client) Open(ctx context.Context, repo name.Repository, scopes ...strin
 // Catalog lists the repositories of reg with the catalog API, following
 // every page.
 func (c *Client) Catalog(ctx context.Context, reg name.Registry) ([]string, error) {
-	rt, err := c.login(ctx, reg, []string{reg.Scope(transport.PullScope)})
+	rt, err := c.login(ctx, reg, reg, []string{reg.Scope(transport.PullScope)})
 	if err != nil {
 		return nil, err
 	}

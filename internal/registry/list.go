@@ -52,7 +52,7 @@ func listAll(ctx context.Context, client *http.Client, policy Policy, scheme, ho
 		var page map[string]json.RawMessage
 		var link string
 		err := policy.do(ctx, func() error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, next.String(), nil)
+			req, err := http.NewRequestWithContext(patient(ctx), http.MethodGet, next.String(), nil)
 			if err != nil {
 				return err
 			}

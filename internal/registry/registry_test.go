@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/imokit/imo/internal/verify"
 )
@@ -95,6 +97,9 @@ func TestStallTransport(t *testing.T) {
 			w.Write([]byte("some"))
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
+		case "/late":
+			time.Sleep(300 * time.Millisecond)
+			w.Write([]byte("late"))
 		case "/slow":
 			for range 6 {
 				w.Write([]byte("x"))
@@ -121,5 +126,47 @@ func TestStallTransport(t *testing.T) {
 	}
 	if body, err := get("/slow"); err != nil || body != "xxxxxx" {
 		t.Errorf("GET /slow = %q, %v; want every byte of a slow body", body, err)
+	}
+	if _, err := get("/late"); !errors.Is(err, errStalled) {
+		t.Errorf("GET /late = %v, want a stall", err)
+	}
+	req, _ := http.NewRequestWithContext(patient(context.Background()), http.MethodGet, srv.URL+"/late", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("a patient GET /late = %v, want its answer", err)
+	}
+	resp.Body.Close()
+}
+
+// recordingKeychain records what credentials are asked for.
+type recordingKeychain struct{ asked []string }
+
+func (k *recordingKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	k.asked = append(k.asked, r.String())
+	return authn.Anonymous, nil
+}
+
+// TestCredentialsPerRepository checks that credentials are looked up for
+// the repository opened, as docker config entries for a repository path
+// expect, and for the registry for its catalog.
+func TestCredentialsPerRepository(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"repositories":[]}`))
+	}))
+	defer srv.Close()
+	kc := &recordingKeychain{}
+	c := New(Config{PlainHTTP: true, Keychain: kc})
+	repo, err := name.NewRepository(srv.Listener.Addr().String()+"/team/app", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Open(context.Background(), repo); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Catalog(context.Background(), repo.Registry); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{repo.String(), repo.RegistryStr()}; fmt.Sprint(kc.asked) != fmt.Sprint(want) {
+		t.Errorf("the keychain was asked for %v, want %v", kc.asked, want)
 	}
 }
