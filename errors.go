@@ -71,6 +71,11 @@ var (
 	// (inventory.ErrInvalid).
 	ErrInvalidInventory = inventory.ErrInvalid
 
+	// ErrUntrusted means an archive fails verification against the keys of
+	// [WithVerifyKeys]: it is not signed, no key verifies its signature, or
+	// its content is not what its signed plan names (archive.ErrUntrusted).
+	ErrUntrusted = archive.ErrUntrusted
+
 	// ErrEncoderMismatch means an archive carries a layer as a sub-layer
 	// delta whose recipe this build of imo cannot reproduce byte for byte
 	// (another version of the encoder). Vet and push refuse such an archive

@@ -195,15 +195,15 @@ func extract(arc []byte, dir string) error {
 
 // pullToFile resolves a pull of one image and writes its archive to path.
 func pullToFile(ctx context.Context, inc *imo.Incremental, base, final, path string) (*archive.Plan, error) {
-	return writeFile(ctx, inc, imo.Pair{Base: base, Final: final}, path)
+	return resolveToFile(ctx, inc, imo.Pair{Base: base, Final: final}, path)
 }
 
 // pullBundleToFile resolves a bundle and writes its archive to path.
 func pullBundleToFile(ctx context.Context, inc *imo.Incremental, pairs []imo.Pair, path string) (*archive.Plan, error) {
-	return writeFile(ctx, inc, imo.Bundle(pairs), path)
+	return resolveToFile(ctx, inc, imo.Bundle(pairs), path)
 }
 
-func writeFile(ctx context.Context, inc *imo.Incremental, images imo.Images, path string) (*archive.Plan, error) {
+func resolveToFile(ctx context.Context, inc *imo.Incremental, images imo.Images, path string) (*archive.Plan, error) {
 	d, err := inc.Resolve(ctx, images)
 	if err != nil {
 		return nil, err

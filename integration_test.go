@@ -159,7 +159,7 @@ func TestDistributionMountFrom(t *testing.T) {
 	}
 	var mounted atomic.Int32
 	inc := imo.New(imo.WithPlainHTTP(), imo.WithMountFrom("team/base"), imo.WithReporter(imo.ReporterFunc(func(e imo.Event) {
-		if e.Kind == imo.BlobSkipped && strings.HasPrefix(e.Reason, "mounted from") {
+		if e.Kind == imo.BlobMounted {
 			mounted.Add(1)
 		}
 	})))

@@ -58,6 +58,16 @@ func (i *Incremental) onArchive(ctx context.Context, path, dst string, op func(c
 	return err
 }
 
+// verify checks the archive against the keys of WithVerifyKeys, if any,
+// before anything is sent.
+func (i *Incremental) verify(ctx context.Context, a *archive.Reader) error {
+	if len(i.opts.verifyKeys) == 0 {
+		return nil
+	}
+	_, err := a.Verify(ctx, i.opts.verifyKeys)
+	return err
+}
+
 // pushJob is an archive opened for vet or push, and where each of its
 // images goes.
 type pushJob struct {

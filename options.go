@@ -1,6 +1,7 @@
 package imo
 
 import (
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/imokit/imo/internal/keys"
 	"github.com/imokit/imo/internal/reference"
 	"github.com/imokit/imo/internal/registry"
 	"github.com/imokit/imo/inventory"
@@ -51,6 +53,8 @@ type options struct {
 	referrers  bool
 	have       []*inventory.Inventory
 	sublayer   bool
+	signer     crypto.Signer
+	verifyKeys []crypto.PublicKey
 
 	errs []error
 }
@@ -83,6 +87,13 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: WithKeychain(nil)", ErrInvalidOption)
 	case slices.Contains(o.have, nil):
 		return fmt.Errorf("%w: WithHave(nil)", ErrInvalidOption)
+	case slices.Contains(o.verifyKeys, nil):
+		return fmt.Errorf("%w: WithVerifyKeys(nil)", ErrInvalidOption)
+	}
+	if o.signer != nil {
+		if _, err := keys.Signer(o.signer); err != nil {
+			return fmt.Errorf("%w: WithSigner: %w", ErrInvalidOption, err)
+		}
 	}
 	for _, r := range o.mountFrom {
 		if !reference.RepositoryPath(r) {
@@ -325,4 +336,23 @@ func WithHave(inventories ...*inventory.Inventory) Option {
 // layers (in [WithTempDir]), so it is off by default.
 func WithSublayerDeltas() Option {
 	return func(o *options) { o.sublayer = true }
+}
+
+// WithSigner makes pulls sign the archive's plan with signer, an ECDSA
+// P-256 or Ed25519 private key: the archive then carries imo.json.sig, the
+// base64 of the signature over the exact bytes of imo.json (for ECDSA, an
+// ASN.1 DER ECDSA-SHA256 signature, as cosign sign-blob writes), and the
+// plan names the key's fingerprint. By default archives are not signed.
+func WithSigner(signer crypto.Signer) Option {
+	return func(o *options) { o.signer = signer }
+}
+
+// WithVerifyKeys makes VetArchive, PushArchive, PushVet and Push refuse,
+// before they send a single request, an archive that none of keys signed,
+// or whose content is not what its signed plan names (see
+// archive.Reader.Verify; every carried blob is read and hashed first). The
+// error wraps [ErrUntrusted]. Any of the keys may have signed, for key
+// rotation. By default archives are not checked against keys.
+func WithVerifyKeys(keys ...crypto.PublicKey) Option {
+	return func(o *options) { o.verifyKeys = append(o.verifyKeys, keys...) }
 }

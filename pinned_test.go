@@ -3,6 +3,7 @@ package imo_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -104,7 +105,8 @@ func TestArchiveBytesPinned(t *testing.T) {
 			{Base: imo.Scratch, Final: ref("team/api:v3")},
 		}, true, "b8a72214e1719bdcc3e84cc81f71ea3add7f7a97a43ca46389aeafb5ee3bb009", []string{".sbom", "in the inventory of site.example:5000/mirror", `"bundle": true`}},
 		{"bundle of one pair", nil, []imo.Pair{{Base: ref("team/web:v2"), Final: ref("team/web:v3")}}, true, "283b65fb5aa61e9c7145ccab9161ae6c99ed79a803f911efcc02738f622398e9", []string{`"bundle": true`}},
-		{"sub-layer delta", []imo.Option{imo.WithSublayerDeltas()}, []imo.Pair{{Base: ref("rebuilt/app:v1"), Final: ref("rebuilt/app:v2")}}, false, "6c846912b12bf9e852a7114c728fabf1664a744c604ab8c63fd6a9f8435cfb15", []string{"imo-deltas/sha256/"}},
+		{"sub-layer delta", []imo.Option{imo.WithSublayerDeltas()}, []imo.Pair{{Base: ref("rebuilt/app:v1"), Final: ref("rebuilt/app:v2")}}, false, "b3ad73446dd4a49c3401fa76a2e90b9b64c6e5abf7b209ae4bb14eda6330bc34", []string{"imo-deltas/sha256/", `"digest": "sha256:`}}, // the plan names each delta's digest since archives are signed
+		{"signed with Ed25519", []imo.Option{imo.WithSigner(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize)))}, []imo.Pair{{Base: ref("docker/app:v1"), Final: ref("docker/app:v2")}}, false, "5e9320fd2c54c603fa827811814100687bdd6d5cf34c0939ddf810cc55b9f85c", []string{"imo.json.sig", `"signer": "`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

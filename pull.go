@@ -170,7 +170,11 @@ func (d *Difference) layout() (*archive.Layout, error) {
 	for k, m := range d.all.Manifests {
 		manifests[k] = archive.Manifest{Digest: m.Desc.Digest, Raw: m.Raw}
 	}
-	l, err := archive.Build(archive.Contents{Plan: d.plan, Index: index, DockerLoad: d.dockerLoad(), Manifests: manifests, Local: d.local, Deltas: d.deltas})
+	c := archive.Contents{Plan: d.plan, Index: index, DockerLoad: d.dockerLoad(), Manifests: manifests, Local: d.local, Deltas: d.deltas}
+	if signer := d.i.opts.signer; signer != nil {
+		c.Sign = func(plan []byte) ([]byte, error) { return archive.Sign(signer, plan) }
+	}
+	l, err := archive.Build(c)
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,9 @@ func (i *Incremental) PushArchive(ctx context.Context, a *archive.Reader, dst st
 		return nil, i.err
 	}
 	defer i.closeIdle()
+	if err := i.verify(ctx, a); err != nil {
+		return nil, err
+	}
 	j, err := i.openJob(ctx, a, dst, transport.PushScope)
 	if err != nil {
 		return nil, err
@@ -145,7 +148,7 @@ func (j *pushJob) routeBlobs() blobRoutes {
 			from, mountable := img.dest.mountable[h]
 			switch {
 			case img.dest.present[h]:
-				ev.Reason = "destination has it"
+				ev.Kind = BlobPresent
 				j.reporter.Report(ev)
 				continue
 			case b.Foreign() && !j.archive.Has(h):
@@ -260,7 +263,7 @@ func (j *pushJob) mountBlob(ctx context.Context, repo *registry.Repository, desc
 	if err := repo.Mount(ctx, desc.Digest, from); err != nil {
 		return err
 	}
-	j.reporter.Report(Event{Kind: BlobSkipped, Ref: repo.Name().String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Reason: "mounted from " + from.RepositoryStr()})
+	j.reporter.Report(Event{Kind: BlobMounted, Ref: repo.Name().String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, From: from.String()})
 	return nil
 }
 

@@ -41,6 +41,12 @@ const (
 	// RepositoryListed: an inventory has listed what the repository Ref
 	// holds, the Complete-th of Size repositories.
 	RepositoryListed
+	// BlobPresent: the destination repository Ref already holds the blob:
+	// push sends nothing.
+	BlobPresent
+	// BlobMounted: push mounted the blob into the repository Ref from the
+	// repository From of the same registry, sending no byte.
+	BlobMounted
 )
 
 var kindNames = map[EventKind]string{
@@ -53,6 +59,8 @@ var kindNames = map[EventKind]string{
 	BlobRebuilt:      "blob-rebuilt",
 	TransferPlanned:  "transfer-planned",
 	RepositoryListed: "repository-listed",
+	BlobPresent:      "blob-present",
+	BlobMounted:      "blob-mounted",
 }
 
 // String returns the kind's name, such as "blob-done".
@@ -80,6 +88,8 @@ type Event struct {
 	Complete int64 `json:"complete,omitempty"`
 	// Reason says why a blob was skipped.
 	Reason string `json:"reason,omitempty"`
+	// From is the repository a mounted blob came from.
+	From string `json:"from,omitempty"`
 }
 
 // String describes the event in one line.
@@ -103,6 +113,10 @@ func (e Event) String() string {
 		return fmt.Sprintf("transferring %d bytes of blobs", e.Size)
 	case RepositoryListed:
 		return fmt.Sprintf("listed %s (%d of %d repositories)", e.Ref, e.Complete, e.Size)
+	case BlobPresent:
+		return fmt.Sprintf("skipped %s (%d bytes): %s has it", e.Digest, e.Size, e.Ref)
+	case BlobMounted:
+		return fmt.Sprintf("mounted %s (%d bytes) into %s from %s", e.Digest, e.Size, e.Ref, e.From)
 	}
 	return e.Kind.String()
 }

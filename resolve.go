@@ -99,6 +99,9 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool) (*
 	}
 	d.all = graph.Merge(graphs)
 	d.plan = &archive.Plan{Version: archive.PlanVersion, Images: planned, Blobs: leaveOut(d.all.Blobs, uses, i.opts.have), Bundle: bundle}
+	if i.opts.signer != nil {
+		d.plan.Signer = archive.Fingerprint(i.opts.signer.Public())
+	}
 	for _, inv := range i.opts.have {
 		d.plan.Inventories = append(d.plan.Inventories, archive.PlanInventory{Registry: inv.Registry, Prefix: inv.Prefix, Taken: inv.Taken, Blobs: len(inv.Blobs)})
 	}

@@ -162,7 +162,11 @@ func (d *Difference) tryDelta(ctx context.Context, sb *sublayer.Base, img pulled
 	case err == nil:
 		os.Remove(path)
 		pb.Included, pb.Reason = false, archive.ReasonDelta
-		pb.Delta = &archive.PlanDelta{Size: st.DeltaSize, DiffID: st.Header.DiffID, Recipe: st.Header.Recipe.String()}
+		sum, err := fileDigest(deltaPath)
+		if err != nil {
+			return fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
+		}
+		pb.Delta = &archive.PlanDelta{Size: st.DeltaSize, Digest: sum, DiffID: st.Header.DiffID, Recipe: st.Header.Recipe.String()}
 		for _, id := range st.Header.Bases {
 			pb.Delta.Bases = append(pb.Delta.Bases, bases[id])
 		}
@@ -177,6 +181,17 @@ func (d *Difference) tryDelta(ctx context.Context, sb *sublayer.Base, img pulled
 		return fmt.Errorf("preparing a sub-layer delta of %s from %s: %w", l.Digest, img.ref, err)
 	}
 	return nil
+}
+
+// fileDigest is the sha256 of the file at path.
+func fileDigest(path string) (v1.Hash, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer f.Close()
+	h, _, err := v1.SHA256(f)
+	return h, err
 }
 
 // prepareDelta writes the delta of the layer l, downloaded at path,

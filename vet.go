@@ -50,6 +50,9 @@ func (i *Incremental) VetArchive(ctx context.Context, a *archive.Reader, dst str
 		return nil, i.err
 	}
 	defer i.closeIdle()
+	if err := i.verify(ctx, a); err != nil {
+		return nil, err
+	}
 	j, err := i.openJob(ctx, a, dst, transport.PullScope)
 	if err != nil {
 		return nil, err

@@ -81,7 +81,7 @@ func (a *Reader) describe(gs []*graph.Graph) *Plan {
 		p.Blobs = append(p.Blobs, pb)
 	}
 	if a.plan != nil {
-		p.Inventories, p.Bundle = a.plan.Inventories, a.plan.Bundle
+		p.Inventories, p.Bundle, p.Signer = a.plan.Inventories, a.plan.Bundle, a.Signer()
 	}
 	return p
 }

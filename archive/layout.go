@@ -3,6 +3,7 @@ package archive
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -30,6 +31,9 @@ type Contents struct {
 	// Deltas are the sub-layer deltas of the layers the plan carries as
 	// deltas, by the layer's digest.
 	Deltas map[v1.Hash]File
+	// Sign, when not nil, signs the plan's bytes (see [Sign]): the archive
+	// then carries SignatureFile.
+	Sign func(plan []byte) ([]byte, error)
 }
 
 // Manifest is a manifest and its exact bytes.
@@ -80,8 +84,22 @@ func Build(c Contents) (*Layout, error) {
 	if err := l.file(LayoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
 		return nil, err
 	}
-	if err := l.json(PlanFile, c.Plan); err != nil {
+	plan, err := json.MarshalIndent(c.Plan, "", "  ")
+	if err != nil {
 		return nil, err
+	}
+	plan = append(plan, '\n')
+	if err := l.file(PlanFile, plan); err != nil {
+		return nil, err
+	}
+	if c.Sign != nil {
+		sig, err := c.Sign(plan)
+		if err != nil {
+			return nil, fmt.Errorf("signing %s: %w", PlanFile, err)
+		}
+		if err := l.file(SignatureFile, []byte(base64.StdEncoding.EncodeToString(sig))); err != nil {
+			return nil, err
+		}
 	}
 	if err := l.json(IndexFile, c.Index); err != nil {
 		return nil, err

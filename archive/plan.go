@@ -27,6 +27,9 @@ type Plan struct {
 	// Bundle is true for an archive of a bundle of images: its destination
 	// is always a target.
 	Bundle bool `json:"bundle,omitempty"`
+	// Signer, for a signed archive, is the [Fingerprint] of the key that
+	// signed it (see [SignatureFile]).
+	Signer string `json:"signer,omitempty"`
 }
 
 // PlanInventory is an inventory an archive left blobs out by.
@@ -115,8 +118,9 @@ type PlanBlob struct {
 // the contents of base layers the far side holds, then recompressed into
 // the exact blob.
 type PlanDelta struct {
-	// Size is the size of the delta, in DeltasDir.
-	Size int64 `json:"size"`
+	// Size and Digest are the size and sha256 of the delta, in DeltasDir.
+	Size   int64   `json:"size"`
+	Digest v1.Hash `json:"digest,omitzero"`
 	// DiffID is the digest of the layer's uncompressed tar.
 	DiffID v1.Hash `json:"diffID,omitzero"`
 	// Recipe names the encoder, its pinned version and parameters that

@@ -53,7 +53,8 @@ type Reader struct {
 	closer  io.Closer
 	entries map[string]tarEntry
 	index   *v1.IndexManifest
-	plan    *Plan // imo.json; nil for archives written by other tools
+	plan    *Plan  // imo.json; nil for archives written by other tools
+	planRaw []byte // imo.json's bytes, as signed
 	heldBy  map[v1.Hash][]string
 	deltas  map[v1.Hash]*PlanDelta
 }
@@ -132,9 +133,13 @@ func read(name string, r readSeekerAt) (*Reader, error) {
 		return nil, err
 	}
 	if _, ok := a.entries[PlanFile]; ok {
-		a.plan = &Plan{}
-		if err := a.readJSON(PlanFile, a.plan); err != nil {
+		raw, err := a.readSmall(PlanFile)
+		if err != nil {
 			return nil, err
+		}
+		a.plan, a.planRaw = &Plan{}, raw
+		if err := json.Unmarshal(raw, a.plan); err != nil {
+			return nil, a.invalid("%s does not parse: %v", PlanFile, err)
 		}
 		if err := a.readPlan(); err != nil {
 			return nil, err
@@ -396,6 +401,15 @@ func (a *Reader) Blob(_ context.Context, desc v1.Descriptor, report func(int64))
 	if !ok {
 		return nil, a.invalid("blob %s is not in the archive", desc.Digest)
 	}
+	return a.verifiedReport(s, desc, report)
+}
+
+// verified reads s, checked against desc.
+func (a *Reader) verified(s *io.SectionReader, desc v1.Descriptor) (io.ReadCloser, error) {
+	return a.verifiedReport(s, desc, nil)
+}
+
+func (a *Reader) verifiedReport(s *io.SectionReader, desc v1.Descriptor, report func(int64)) (io.ReadCloser, error) {
 	if s.Size() != desc.Size {
 		return nil, &DigestMismatchError{Source: a.name, Want: desc.Digest, WantSize: desc.Size, GotSize: s.Size()}
 	}

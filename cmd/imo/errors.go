@@ -19,6 +19,7 @@ const (
 	exitError   = 1 // the operation failed
 	exitUsage   = 2 // the command line is wrong
 	exitMissing = 3 // vet or push: the destination lacks blobs the archive leaves out
+	exitRefused = 4 // the archive fails verification against the keys given
 )
 
 // usageError is a command line that cannot be run.
@@ -52,6 +53,8 @@ func report(stderr io.Writer, cmd *cobra.Command, err error) int {
 		return exitUsage
 	case errors.Is(err, imo.ErrMissingBlobs):
 		return exitMissing
+	case errors.Is(err, imo.ErrUntrusted):
+		return exitRefused
 	}
 	if h := hint(err); h != "" {
 		fmt.Fprintf(stderr, "hint: %s\n", h)

@@ -44,6 +44,8 @@ type flags struct {
 
 	progress string
 	quiet    bool
+
+	verifyKeys []string
 }
 
 // newFlags returns the flags of cmd, with their defaults.
@@ -174,7 +176,11 @@ func (f *flags) options() ([]imo.Option, error) {
 	if len(f.mountFrom) > 0 {
 		opts = append(opts, imo.WithMountFrom(f.mountFrom...))
 	}
-	return opts, nil
+	trust, err := f.trustOptions()
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, trust...), nil
 }
 
 // transportOptions are the options of --scheme, --plain-http, --insecure,

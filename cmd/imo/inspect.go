@@ -20,30 +20,68 @@ func newInspectCmd() *cobra.Command {
 		Short: "Describe an archive without a registry",
 		Long: `Describe an archive without contacting a registry: the final image and the base
 it was diffed against, its platforms, every blob with its size and whether the
-archive carries it, and the saving against the whole image. Works on any OCI
-image layout in a tar, such as skopeo's oci-archive.`,
+archive carries it, the saving against the whole image, and who signed it. Works
+on any OCI image layout in a tar, such as skopeo's oci-archive. With
+--verify-key (or ` + verifyKeyEnv + `), check the signature and every byte against the
+signed plan first: exit status 4 when the archive fails.`,
 		Example: `  imo inspect difference.tar
+  imo inspect --verify-key release.pub difference.tar
   imo inspect --json difference.tar | jq '.blobs[] | select(.included | not)'`,
 		Args: exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			plan, err := archive.Inspect(cmd.Context(), args[0])
+	}
+	f := newFlags(cmd).verify()
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		keys, err := f.publicKeys()
+		if err != nil {
+			return err
+		}
+		a, err := archive.Open(args[0])
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		verified := ""
+		if len(keys) > 0 {
+			signer, err := a.Verify(cmd.Context(), keys)
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(plan)
-			}
-			fi, err := os.Stat(args[0])
-			if err != nil {
-				return err
-			}
-			return printPlan(cmd.OutOrStdout(), plan, fi.Size())
-		},
+			verified = archive.Fingerprint(signer)
+		}
+		plan, err := a.Check(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(plan)
+		}
+		fi, err := os.Stat(args[0])
+		if err != nil {
+			return err
+		}
+		if err := printPlan(cmd.OutOrStdout(), plan, fi.Size()); err != nil {
+			return err
+		}
+		return printSigner(cmd.OutOrStdout(), plan.Signer, verified)
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
 	return cmd
+}
+
+// printSigner says who signed the archive, and whether a key checked it.
+func printSigner(w io.Writer, signer, verified string) error {
+	var err error
+	switch {
+	case verified != "":
+		_, err = fmt.Fprintf(w, "signed by the key %s: verified, every entry as the signed plan names it\n", verified)
+	case signer != "":
+		_, err = fmt.Fprintf(w, "signed by the key %s (not checked: give --verify-key)\n", signer)
+	default:
+		_, err = fmt.Fprintln(w, "not signed")
+	}
+	return err
 }
 
 // printPlan writes a plan for people; archiveSize is the archive file's

@@ -11,9 +11,9 @@ import (
 )
 
 func newPullCmd() *cobra.Command {
-	var output, from, sublayer string
+	var output, from, sublayer, signKey string
 	var have []string
-	var dryRun, withReferrers bool
+	var dryRun, withReferrers, passphraseStdin bool
 	cmd := &cobra.Command{
 		Use:   "pull BASE FINAL | pull --from FILE",
 		Short: "Write the archive of everything FINAL needs that BASE lacks",
@@ -73,6 +73,16 @@ at the destination, digest for digest.`,
 		if err != nil {
 			return err
 		}
+		if passphraseStdin && (f.passwordStdin || from == "-") {
+			return usagef("--passphrase-stdin cannot share standard input with --password-stdin or --from -")
+		}
+		if signKey != "" {
+			k, err := signer(signKey, passphraseStdin, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			extra = append(extra, imo.WithSigner(k))
+		}
 		inc, err := f.incremental(extra...)
 		if err != nil {
 			return err
@@ -99,6 +109,8 @@ at the destination, digest for digest.`,
 	cmd.Flags().StringArrayVar(&have, "have", nil, "leave out every blob this inventory (from imo inventory at the far side) lists; repeatable")
 	cmd.Flags().StringVar(&sublayer, "sublayer", "off", "auto: carry changed layers as sub-layer deltas against the base's layers where that halves them or better (downloads the base's layers); off: whole layers")
 	cmd.Flags().BoolVar(&withReferrers, "with-referrers", false, "also carry the final images' cosign signatures, attestations and SBOMs and their OCI referrers")
+	cmd.Flags().StringVar(&signKey, "sign-key", "", "sign the archive's plan with this PEM private key (ECDSA P-256 or Ed25519); an encrypted key's passphrase comes from "+signPassphraseEnv+" or --passphrase-stdin")
+	cmd.Flags().BoolVar(&passphraseStdin, "passphrase-stdin", false, "read the passphrase of an encrypted --sign-key from standard input")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print which blobs would be carried and omitted, and the saving, without downloading any (with --sublayer auto, but for the layers deciding on deltas needs)")
 	return cmd
 }

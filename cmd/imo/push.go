@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/archive"
+	"github.com/imokit/imo/internal/outfile"
 	"github.com/spf13/cobra"
 )
 
@@ -36,30 +37,51 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
   imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2`,
 		Args: exactArgs(2),
 	}
-	f := newFlags(cmd).credentials("dest").network().transfer().temp("an archive read from standard input, and sub-layer work").mounts()
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+	f := newFlags(cmd).credentials("dest").network().transfer().temp("an archive read from standard input, and sub-layer work").mounts().verify()
+	var report string
+	cmd.RunE = func(cmd *cobra.Command, args []string) (err error) {
 		if args[0] == "-" && f.passwordStdin {
 			return usagef("--password-stdin cannot be used when the archive comes from standard input")
 		}
 		if args[0] == "-" && isTerminal(cmd.InOrStdin()) {
 			return usagef("refusing to read an archive from a terminal: pipe one in, or name the archive file")
 		}
-		inc, err := f.incremental()
+		if report != "" {
+			if err := outfile.Check(report); err != nil {
+				return usageError{fmt.Errorf("--report: %w", err)}
+			}
+		}
+		display, err := f.reporter()
 		if err != nil {
 			return err
 		}
-		a, err := openArchive(cmd, args[0], f.tempDir)
+		rep := newReporting(report, args[0], args[1], f.checksSignatures(), display)
+		inc, err := f.incremental(imo.WithReporter(rep.collector))
 		if err != nil {
+			return err
+		}
+		var a *archive.Reader
+		var results []imo.ImageResult
+		if report != "" {
+			defer func() {
+				if werr := rep.write(cmd.Context(), a, results, err); err == nil {
+					err = werr
+				}
+			}()
+		}
+		if a, err = openArchive(cmd, args[0], f.tempDir); err != nil {
 			return err
 		}
 		defer a.Close()
-		results, err := inc.PushArchive(cmd.Context(), a, args[1])
+		noteSigner(cmd.ErrOrStderr(), a, f.checksSignatures())
+		results, err = inc.PushArchive(cmd.Context(), a, args[1])
 		noteTag(cmd.ErrOrStderr(), args[1], results)
 		if werr := printPushed(cmd.OutOrStdout(), results); err == nil {
 			err = werr
 		}
 		return err
 	}
+	cmd.Flags().StringVar(&report, "report", "", "write a JSON record of the push to this file, whatever its outcome (see the README)")
 	return cmd
 }
 

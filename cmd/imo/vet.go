@@ -26,7 +26,7 @@ errors.`,
   imo vet bundle.tar site-registry:5000/mirror`,
 		Args: exactArgs(2),
 	}
-	f := newFlags(cmd).credentials("dest").network().transfer().mounts()
+	f := newFlags(cmd).credentials("dest").network().transfer().mounts().verify()
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		inc, err := f.incremental()
 		if err != nil {
@@ -37,6 +37,7 @@ errors.`,
 			return err
 		}
 		defer a.Close()
+		noteSigner(cmd.ErrOrStderr(), a, f.checksSignatures())
 		results, err := inc.VetArchive(cmd.Context(), a, args[1])
 		noteTag(cmd.ErrOrStderr(), args[1], results)
 		if werr := printVet(cmd.OutOrStdout(), results); werr != nil && err == nil {
