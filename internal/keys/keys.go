@@ -151,6 +151,11 @@ var (
 	oidDESEDE3CBC = asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 7}
 )
 
+// maxIterations bounds the PBKDF2 iterations of a key imo opens, so that a
+// malformed key cannot make it work for hours: openssl uses 2,048, and
+// current advice is some hundred thousand.
+const maxIterations = 10_000_000
+
 type encryptedPrivateKeyInfo struct {
 	Algorithm pkix.AlgorithmIdentifier
 	Data      []byte
@@ -188,6 +193,9 @@ func decryptPKCS8(der, passphrase []byte) ([]byte, error) {
 	var kdf pbkdf2Params
 	if _, err := asn1.Unmarshal(params.KeyDerivation.Parameters.FullBytes, &kdf); err != nil {
 		return nil, fmt.Errorf("reading PBKDF2 parameters: %w", err)
+	}
+	if kdf.Iterations < 1 || kdf.Iterations > maxIterations {
+		return nil, fmt.Errorf("PBKDF2 with %d iterations: imo reads 1 to %d", kdf.Iterations, maxIterations)
 	}
 	prf := sha1.New
 	switch alg := kdf.PRF.Algorithm; {
