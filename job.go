@@ -50,6 +50,9 @@ func (i *Incremental) onArchive(ctx context.Context, path, dst string, op func(c
 		return i.err
 	}
 	a, err := archive.Open(path)
+	if err != nil && len(i.opts.verifyKeys) > 0 && errors.Is(err, archive.ErrInvalid) {
+		return fmt.Errorf("%w: %w", ErrUntrusted, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -64,8 +67,12 @@ func (i *Incremental) verify(ctx context.Context, a *archive.Reader) error {
 	if len(i.opts.verifyKeys) == 0 {
 		return nil
 	}
-	_, err := a.Verify(ctx, i.opts.verifyKeys)
-	return err
+	signer, err := a.Verify(ctx, i.opts.verifyKeys)
+	if err != nil {
+		return err
+	}
+	i.opts.reporter.Report(Event{Kind: ArchiveVerified, Ref: a.Name(), Digest: a.PlanDigest(), Signer: archive.Fingerprint(signer)})
+	return nil
 }
 
 // pushJob is an archive opened for vet or push, and where each of its

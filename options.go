@@ -87,8 +87,11 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: WithKeychain(nil)", ErrInvalidOption)
 	case slices.Contains(o.have, nil):
 		return fmt.Errorf("%w: WithHave(nil)", ErrInvalidOption)
-	case slices.Contains(o.verifyKeys, nil):
-		return fmt.Errorf("%w: WithVerifyKeys(nil)", ErrInvalidOption)
+	}
+	for _, k := range o.verifyKeys {
+		if err := keys.Check(k); err != nil {
+			return fmt.Errorf("%w: WithVerifyKeys: %w", ErrInvalidOption, err)
+		}
 	}
 	if o.signer != nil {
 		if _, err := keys.Signer(o.signer); err != nil {

@@ -2,6 +2,10 @@ package imo_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -19,6 +23,10 @@ import (
 )
 
 func TestInvalidOptions(t *testing.T) {
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		opts []imo.Option
@@ -29,6 +37,11 @@ func TestInvalidOptions(t *testing.T) {
 		{"CA bundle without a certificate", []imo.Option{imo.WithCABundle([]byte("not PEM"))}},
 		{"bad namespace", []imo.Option{imo.WithNamespace("not a host!")}},
 		{"nil keychain", []imo.Option{imo.WithKeychain(nil)}},
+		{"a P-384 signer", []imo.Option{imo.WithSigner(p384)}},
+		{"a nil verify key", []imo.Option{imo.WithVerifyKeys(nil)}},
+		{"a typed-nil ECDSA verify key", []imo.Option{imo.WithVerifyKeys((*ecdsa.PublicKey)(nil))}},
+		{"a short Ed25519 verify key", []imo.Option{imo.WithVerifyKeys(ed25519.PublicKey{1, 2, 3})}},
+		{"an ECDSA verify key without a curve", []imo.Option{imo.WithVerifyKeys(&ecdsa.PublicKey{})}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -47,6 +47,10 @@ const (
 	// BlobMounted: push mounted the blob into the repository Ref from the
 	// repository From of the same registry, sending no byte.
 	BlobMounted
+	// ArchiveVerified: the archive Ref, whose plan is Digest, verified
+	// against the keys of WithVerifyKeys: the key Signer signed it and
+	// every entry is what its plan names.
+	ArchiveVerified
 )
 
 var kindNames = map[EventKind]string{
@@ -61,6 +65,7 @@ var kindNames = map[EventKind]string{
 	RepositoryListed: "repository-listed",
 	BlobPresent:      "blob-present",
 	BlobMounted:      "blob-mounted",
+	ArchiveVerified:  "archive-verified",
 }
 
 // String returns the kind's name, such as "blob-done".
@@ -90,6 +95,8 @@ type Event struct {
 	Reason string `json:"reason,omitempty"`
 	// From is the repository a mounted blob came from.
 	From string `json:"from,omitempty"`
+	// Signer is the fingerprint of the key that signed a verified archive.
+	Signer string `json:"signer,omitempty"`
 }
 
 // String describes the event in one line.
@@ -117,6 +124,8 @@ func (e Event) String() string {
 		return fmt.Sprintf("skipped %s (%d bytes): %s has it", e.Digest, e.Size, e.Ref)
 	case BlobMounted:
 		return fmt.Sprintf("mounted %s (%d bytes) into %s from %s", e.Digest, e.Size, e.Ref, e.From)
+	case ArchiveVerified:
+		return fmt.Sprintf("verified %s: signed by the key %s", e.Ref, e.Signer)
 	}
 	return e.Kind.String()
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/archive"
 )
@@ -50,6 +52,8 @@ func TestSignedArchives(t *testing.T) {
 		return path
 	}
 	ecArchive, edArchive := signed(t, ecKey), signed(t, edKey)
+	// A signer that is not a key in memory, as a hardware module's is.
+	opaque := signed(t, opaqueSigner{ecKey})
 	unsigned := pullFile(t, imo.New(imo.WithPlainHTTP()), src.ref("app:v1"), src.ref("app:v2"))
 
 	// Edits of a signed archive, each keeping it a readable archive.
@@ -75,6 +79,7 @@ func TestSignedArchives(t *testing.T) {
 	}{
 		{"ECDSA, its key", ecArchive, []crypto.PublicKey{&ecKey.PublicKey}, ""},
 		{"Ed25519, its key", edArchive, []crypto.PublicKey{edPub}, ""},
+		{"ECDSA, signed by an opaque signer", opaque, []crypto.PublicKey{&ecKey.PublicKey}, ""},
 		{"the second of two keys", ecArchive, []crypto.PublicKey{&otherKey.PublicKey, &ecKey.PublicKey}, ""},
 		{"unsigned", unsigned, []crypto.PublicKey{&ecKey.PublicKey}, "not signed"},
 		{"another key", ecArchive, []crypto.PublicKey{&otherKey.PublicKey}, "no key given verifies"},
@@ -101,6 +106,29 @@ func TestSignedArchives(t *testing.T) {
 			}
 			return name, b
 		}), []crypto.PublicKey{&ecKey.PublicKey}, archive.IndexFile},
+		{"index.json naming the image with another media type", edit(t, func(name string, b []byte) (string, []byte) {
+			if name == archive.IndexFile {
+				b = bytes.Replace(b, []byte(types.DockerManifestList), []byte(types.OCIImageIndex), 1)
+			}
+			return name, b
+		}), []crypto.PublicKey{&ecKey.PublicKey}, "manifests of"},
+		{"index.json giving the image a platform", edit(t, func(name string, b []byte) (string, []byte) {
+			if name == archive.IndexFile {
+				var idx v1.IndexManifest
+				if err := json.Unmarshal(b, &idx); err != nil {
+					t.Fatal(err)
+				}
+				idx.Manifests[0].Platform = &v1.Platform{OS: "evil", Architecture: "x"}
+				b, _ = json.Marshal(idx)
+			}
+			return name, b
+		}), []crypto.PublicKey{&ecKey.PublicKey}, "manifests of"},
+		{"a carried blob removed", edit(t, func(name string, b []byte) (string, []byte) {
+			if name == "blobs/sha256/"+pair.Changed[0].Hex {
+				name = "removed.txt"
+			}
+			return name, b
+		}), []crypto.PublicKey{&ecKey.PublicKey}, pair.Changed[0].String()},
 		{"a signature that is not base64", edit(t, func(name string, b []byte) (string, []byte) {
 			if name == archive.SignatureFile {
 				b = []byte("not base64 !")
@@ -179,4 +207,14 @@ func mustPlan(t *testing.T, path string) *archive.Plan {
 		t.Fatal(err)
 	}
 	return &p
+}
+
+// opaqueSigner hides its key behind crypto.Signer, as a signer backed by a
+// hardware module does.
+type opaqueSigner struct{ key *ecdsa.PrivateKey }
+
+func (s opaqueSigner) Public() crypto.PublicKey { return &s.key.PublicKey }
+
+func (s opaqueSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return s.key.Sign(r, digest, opts)
 }

@@ -37,7 +37,8 @@ func (i *Incremental) PushVet(ctx context.Context, path, dst string) error {
 	return i.onArchive(ctx, path, dst, i.VetArchive)
 }
 
-// PushVet is [Incremental.PushVet] with the default options.
+// PushVet is [Incremental.PushVet] with the default options: it checks no
+// signature (see [WithVerifyKeys]).
 func PushVet(ctx context.Context, path, dst string) error {
 	return New().PushVet(ctx, path, dst)
 }

@@ -184,6 +184,9 @@ func (a *Reader) readLayout() error {
 // readPlan checks imo.json against the archive's entries and indexes what
 // it says of blobs left out.
 func (a *Reader) readPlan() error {
+	if s := a.plan.Signer; s != "" && !isFingerprint(s) {
+		return a.invalid("%s names the signer %q, which is not a key fingerprint", PlanFile, s)
+	}
 	for k, b := range a.plan.Blobs {
 		if b.Included && !a.Has(b.Digest) {
 			return a.invalid("%s says it carries %s, but it does not: the archive is truncated", PlanFile, b.Digest)

@@ -19,6 +19,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo/internal/graph"
+	"github.com/imokit/imo/internal/keys"
 )
 
 // SignatureFile holds the signature of an archive's plan: the base64 of a
@@ -43,6 +44,20 @@ func Fingerprint(pub crypto.PublicKey) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// isFingerprint reports whether s could be a [Fingerprint]: 64 lowercase
+// hex digits.
+func isFingerprint(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Sign signs data with an ECDSA P-256 key (ASN.1 DER over SHA-256) or an
 // Ed25519 key (over data itself).
 func Sign(signer crypto.Signer, data []byte) ([]byte, error) {
@@ -58,6 +73,9 @@ func Sign(signer crypto.Signer, data []byte) ([]byte, error) {
 
 // verifySignature reports whether sig is pub's signature of data.
 func verifySignature(pub crypto.PublicKey, data, sig []byte) bool {
+	if keys.Check(pub) != nil {
+		return false
+	}
 	switch pub := pub.(type) {
 	case *ecdsa.PublicKey:
 		sum := sha256.Sum256(data)
@@ -161,11 +179,21 @@ func (a *Reader) checkImages(gs []*graph.Graph) error {
 			return a.untrusted("%s names %s %s as image %d, %s names %s %s", IndexFile, d.Annotations[RefNameAnnotation], d.Digest, n+1, PlanFile, img.Final.Reference, img.Final.Digest)
 		}
 		got := gs[n].Descriptors()
-		if !slices.EqualFunc(got, img.Manifests, func(x, y v1.Descriptor) bool { return x.Digest == y.Digest && x.Size == y.Size }) {
+		if !slices.EqualFunc(got, img.Manifests, sameDescriptor) {
 			return a.untrusted("the manifests of %s are not those %s names", img.Final.Reference, PlanFile)
 		}
 	}
 	return nil
+}
+
+// sameDescriptor reports whether x and y name the same manifest the same
+// way: digest, size, media type (which decides how it is read and the
+// Content-Type it is pushed with) and platform.
+func sameDescriptor(x, y v1.Descriptor) bool {
+	if x.Digest != y.Digest || x.Size != y.Size || x.MediaType != y.MediaType || (x.Platform == nil) != (y.Platform == nil) {
+		return false
+	}
+	return x.Platform == nil || x.Platform.Equals(*y.Platform)
 }
 
 // checkBlobs checks that the images' configs and layers are the plan's
@@ -215,30 +243,36 @@ func (a *Reader) checkBytes(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var err error
-		switch {
-		case b.Included:
-			err = a.drain(BlobName(b.Digest), v1.Descriptor{Digest: b.Digest, Size: b.Size})
-		case b.Delta != nil:
-			err = a.drain(DeltaName(b.Digest), v1.Descriptor{Digest: b.Delta.Digest, Size: b.Delta.Size})
+		if b.Included {
+			if err := a.drain(ctx, BlobName(b.Digest), v1.Descriptor{Digest: b.Digest, Size: b.Size}); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return a.untrusted("%v", err)
+		if b.Delta != nil {
+			if err := a.drain(ctx, DeltaName(b.Digest), v1.Descriptor{Digest: b.Delta.Digest, Size: b.Delta.Size}); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// drain reads the entry name to its end through a check against desc.
-func (a *Reader) drain(name string, desc v1.Descriptor) error {
+// drain reads the entry name to its end through a check against desc,
+// stopping when ctx ends.
+func (a *Reader) drain(ctx context.Context, name string, desc v1.Descriptor) error {
 	s, ok := a.section(name)
 	if !ok {
-		return fmt.Errorf("no %s", name)
+		return a.untrusted("no %s", name)
 	}
 	rc, err := a.verified(s, desc)
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = io.Copy(io.Discard, contextReader{ctx: ctx, r: rc})
 	}
-	_, err = io.Copy(io.Discard, rc)
-	return err
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		return a.untrusted("%v", err)
+	}
+	return nil
 }

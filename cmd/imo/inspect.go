@@ -37,7 +37,7 @@ signed plan first: exit status 4 when the archive fails.`,
 		}
 		a, err := archive.Open(args[0])
 		if err != nil {
-			return err
+			return refusedIfInvalid(err, len(keys) > 0)
 		}
 		defer a.Close()
 		verified := ""

@@ -51,17 +51,9 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
 				return usageError{fmt.Errorf("--report: %w", err)}
 			}
 		}
-		display, err := f.reporter()
-		if err != nil {
-			return err
-		}
-		rep := newReporting(report, args[0], args[1], f.checksSignatures(), display)
-		inc, err := f.incremental(imo.WithReporter(rep.collector))
-		if err != nil {
-			return err
-		}
 		var a *archive.Reader
 		var results []imo.ImageResult
+		rep := newReporting(report, args[0], args[1], f.checksSignatures())
 		if report != "" {
 			defer func() {
 				if werr := rep.write(cmd.Context(), a, results, err); err == nil {
@@ -69,8 +61,15 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
 				}
 			}()
 		}
-		if a, err = openArchive(cmd, args[0], f.tempDir); err != nil {
+		if rep.collector.next, err = f.reporter(); err != nil {
 			return err
+		}
+		inc, err := f.incremental(imo.WithReporter(rep.collector))
+		if err != nil {
+			return err
+		}
+		if a, err = openArchive(cmd, args[0], f.tempDir); err != nil {
+			return refusedIfInvalid(err, f.checksSignatures())
 		}
 		defer a.Close()
 		noteSigner(cmd.ErrOrStderr(), a, f.checksSignatures())

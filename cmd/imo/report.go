@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -66,10 +67,8 @@ type reportCollector struct {
 	mu      sync.Mutex
 	started map[string]time.Time
 	blobs   []reportedBlob
-}
-
-func newReportCollector(next imo.Reporter) *reportCollector {
-	return &reportCollector{next: next, started: map[string]time.Time{}}
+	// verifiedBy is the fingerprint of the key that verified the archive.
+	verifiedBy string
 }
 
 // Report implements [imo.Reporter].
@@ -94,6 +93,9 @@ func (c *reportCollector) Report(e imo.Event) {
 		b.Action, b.From = "mounted", e.From
 	case imo.BlobRebuilt:
 		b.Action = "rebuilt"
+	case imo.ArchiveVerified:
+		c.verifiedBy = e.Signer
+		return
 	default:
 		return
 	}
@@ -109,9 +111,9 @@ type reporting struct {
 }
 
 // newReporting starts the report of a push of the archive at archivePath
-// to dst; events pass through to display.
-func newReporting(path, archivePath, dst string, keys bool, display imo.Reporter) *reporting {
-	return &reporting{path: path, keys: keys, collector: newReportCollector(display),
+// to dst; set its collector's next to pass events on.
+func newReporting(path, archivePath, dst string, keys bool) *reporting {
+	return &reporting{path: path, keys: keys, collector: &reportCollector{started: map[string]time.Time{}},
 		report: pushReport{Started: time.Now().UTC(), Archive: reportArchive{Path: archivePath}, Destination: dst}}
 }
 
@@ -121,7 +123,10 @@ func (p *reporting) write(ctx context.Context, a *archive.Reader, results []imo.
 	ctx = context.WithoutCancel(ctx)
 	r, keys, path := &p.report, p.keys, p.path
 	r.Finished = time.Now().UTC()
-	r.Version, r.Result, r.Blobs, r.Images = reportVersion, "pushed", p.collector.blobs, []reportImage{}
+	p.collector.mu.Lock()
+	blobs, verifiedBy := slices.Clone(p.collector.blobs), p.collector.verifiedBy
+	p.collector.mu.Unlock()
+	r.Version, r.Result, r.Blobs, r.Images = reportVersion, "pushed", blobs, []reportImage{}
 	if r.Blobs == nil {
 		r.Blobs = []reportedBlob{}
 	}
@@ -134,8 +139,8 @@ func (p *reporting) write(ctx context.Context, a *archive.Reader, results []imo.
 	switch {
 	case keys && errors.Is(err, imo.ErrUntrusted):
 		r.Archive.Verification = "refused: " + err.Error()
-	case keys && a != nil && len(results) > 0:
-		r.Archive.Verification = "verified: signed by " + a.Signer()
+	case keys && verifiedBy != "":
+		r.Archive.Signer, r.Archive.Verification = verifiedBy, "verified: signed by "+verifiedBy
 	case keys:
 		r.Archive.Verification = "not reached"
 	case r.Archive.Signer != "":

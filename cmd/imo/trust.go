@@ -78,6 +78,9 @@ func signer(path string, passphraseStdin bool, stdin io.Reader) (crypto.Signer, 
 		return nil, usagef("--sign-key: %v", err)
 	}
 	pass := []byte(os.Getenv(signPassphraseEnv))
+	// Credential helpers the pull runs inherit the environment: the
+	// passphrase is not theirs.
+	os.Unsetenv(signPassphraseEnv)
 	if passphraseStdin {
 		line, err := bufio.NewReader(stdin).ReadString('\n')
 		if err != nil && line == "" {
@@ -93,6 +96,16 @@ func signer(path string, passphraseStdin bool, stdin io.Reader) (crypto.Signer, 
 		return nil, usagef("--sign-key %s: %v", path, err)
 	}
 	return k, nil
+}
+
+// refusedIfInvalid makes an archive that does not read an untrusted one
+// when the command checks signatures: with a key set, an archive that is
+// not what a signed plan could name is refused, whatever is wrong with it.
+func refusedIfInvalid(err error, checks bool) error {
+	if checks && errors.Is(err, archive.ErrInvalid) {
+		return fmt.Errorf("%w: %w", imo.ErrUntrusted, err)
+	}
+	return err
 }
 
 // noteSigner says who an archive claims signed it when no key checks it.

@@ -4,8 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -79,6 +81,15 @@ func TestSignAndVerify(t *testing.T) {
 	if r := imoCmd(t, "s3cret-phrase\n", "pull", "--plain-http", "-q", "--sign-key", key, "--passphrase-stdin", src.Ref("app:v1"), src.Ref("app:v2"), "-o", arc); r.code != 0 || strings.Contains(r.stdout+r.stderr, "s3cret-phrase") {
 		t.Fatalf("imo pull --sign-key:\n%s", r)
 	}
+	// The passphrase from the environment is taken out of it, so that no
+	// credential helper the pull runs inherits it.
+	t.Setenv(signPassphraseEnv, "s3cret-phrase")
+	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "--sign-key", key, src.Ref("app:v1"), src.Ref("app:v2"), "-o", filepath.Join(dir, "env.tar")); r.code != 0 {
+		t.Errorf("imo pull --sign-key with %s set:\n%s", signPassphraseEnv, r)
+	}
+	if v, set := os.LookupEnv(signPassphraseEnv); set {
+		t.Errorf("%s is still set (%q) after the pull read it", signPassphraseEnv, v)
+	}
 
 	// openssl accepts the signature, as the README shows.
 	plan, sig := filepath.Join(dir, "imo.json"), filepath.Join(dir, "imo.json.sig.der")
@@ -143,9 +154,54 @@ func TestVerifyKeyEnvironment(t *testing.T) {
 	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "--sign-key", filepath.Join(dir, "key.pem"), src.Ref("app:v1"), src.Ref("app:v2"), "-o", signed); r.code != 0 {
 		t.Fatal(r)
 	}
-	if r := imoCmd(t, "", "push", "--plain-http", "-q", signed, site.Ref("app:v2")); r.code != 0 {
+	// An archive that does not even read is refused too, when a key is set.
+	b, err := os.ReadFile(signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(dir, "cut.tar")
+	os.WriteFile(cut, b[:len(b)/2], 0o644)
+	for _, cmd := range [][]string{{"inspect", "--verify-key", filepath.Join(dir, "pub.pem"), cut}, {"vet", "--plain-http", cut, site.Ref("app:v2")}, {"push", "--plain-http", cut, site.Ref("app:v2")}} {
+		if r := imoCmd(t, "", cmd...); r.code != exitRefused {
+			t.Errorf("imo %s of a truncated archive with a key set: want exit %d:\n%s", cmd[0], exitRefused, r)
+		}
+	}
+	report := filepath.Join(dir, "report.json")
+	if r := imoCmd(t, "", "push", "--plain-http", "-q", "--report", report, signed, site.Ref("app:v2")); r.code != 0 {
 		t.Errorf("imo push of an Ed25519-signed archive with %s set:\n%s", verifyKeyEnv, r)
 	}
+	openssl(t, "pkey", "-pubin", "-in", filepath.Join(dir, "pub.pem"), "-outform", "DER", "-out", filepath.Join(dir, "pub.der"))
+	der, err := os.ReadFile(filepath.Join(dir, "pub.der"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("verified: signed by %x", sha256.Sum256(der))
+	if rep := readReport(t, report); rep.Archive.Verification != want {
+		t.Errorf("the report of a verified push says %q, want %q", rep.Archive.Verification, want)
+	}
+	// A push that stops at its key file still leaves its report.
+	t.Setenv(verifyKeyEnv, filepath.Join(dir, "no-such-key.pem"))
+	os.Remove(report)
+	if r := imoCmd(t, "", "push", "--plain-http", "-q", "--report", report, signed, site.Ref("app:v2")); r.code != exitUsage {
+		t.Errorf("imo push with a missing key file: want exit %d:\n%s", exitUsage, r)
+	}
+	if rep := readReport(t, report); rep.Result != "failed" || !strings.Contains(rep.Error, "no-such-key.pem") {
+		t.Errorf("the report of a push stopped by a missing key file = %+v", rep)
+	}
+}
+
+// readReport reads the push report at path.
+func readReport(t *testing.T, path string) pushReport {
+	t.Helper()
+	var rep pushReport
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("the report does not parse: %v\n%s", err, b)
+	}
+	return rep
 }
 
 // TestPushReport checks push --report for a push that succeeds and one
@@ -186,27 +242,15 @@ func TestPushReport(t *testing.T) {
 	if r := imoCmd(t, "", "pull", "--plain-http", "-q", "--from", from, "-o", bundle); r.code != 0 {
 		t.Fatal(r)
 	}
-	read := func(path string) pushReport {
-		t.Helper()
-		var rep pushReport
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(b, &rep); err != nil {
-			t.Fatalf("the report does not parse: %v\n%s", err, b)
-		}
-		return rep
-	}
 	failed := filepath.Join(dir, "failed.json")
 	r := imoCmd(t, "", "push", "--plain-http", "-q", "--report", failed, bundle, sandbox.NewRegistry(nil, nil).Host)
-	rep := read(failed)
+	rep := readReport(t, failed)
 	if r.code != exitMissing || rep.Result != "failed" || len(rep.Images) != 2 || rep.Images[0].Result != "pushed" || rep.Images[1].Result != "failed" || rep.Archive.Verification != "unsigned" {
 		t.Errorf("the report of a push that failed half-way = %+v\n%s", rep, r)
 	}
 	ok := filepath.Join(dir, "ok.json")
 	r = imoCmd(t, "", "push", "--plain-http", "-q", "--report", ok, bundle, site.Host)
-	rep = read(ok)
+	rep = readReport(t, ok)
 	actions := map[string]int{}
 	for _, b := range rep.Blobs {
 		actions[b.Action]++

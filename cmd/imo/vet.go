@@ -34,7 +34,7 @@ errors.`,
 		}
 		a, err := archive.Open(args[0])
 		if err != nil {
-			return err
+			return refusedIfInvalid(err, f.checksSignatures())
 		}
 		defer a.Close()
 		noteSigner(cmd.ErrOrStderr(), a, f.checksSignatures())

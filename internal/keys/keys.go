@@ -63,19 +63,39 @@ func Private(pemBytes, passphrase []byte) (crypto.Signer, error) {
 	}
 }
 
-// Signer returns k as a signer imo can use: an ECDSA P-256 or Ed25519
-// private key.
+// Signer returns k as a signer imo can use: one whose public key is an
+// ECDSA P-256 or Ed25519 key, such as a private key of either kind or a
+// signer backed by a hardware module.
 func Signer(k any) (crypto.Signer, error) {
-	switch k := k.(type) {
-	case *ecdsa.PrivateKey:
-		if k.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("an ECDSA key on %s: imo signs with P-256", k.Curve.Params().Name)
-		}
-		return k, nil
-	case ed25519.PrivateKey:
-		return k, nil
+	s, ok := k.(crypto.Signer)
+	if !ok || s == nil {
+		return nil, fmt.Errorf("a %T: imo signs with ECDSA P-256 or Ed25519 keys", k)
 	}
-	return nil, fmt.Errorf("a %T: imo signs with ECDSA P-256 or Ed25519 keys", k)
+	if err := Check(s.Public()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Check reports whether k is a public key imo signs and verifies with: an
+// ECDSA P-256 or Ed25519 key, well formed.
+func Check(k crypto.PublicKey) error {
+	switch k := k.(type) {
+	case *ecdsa.PublicKey:
+		switch {
+		case k == nil || k.Curve == nil || k.X == nil || k.Y == nil:
+			return errors.New("an empty ECDSA key")
+		case k.Curve != elliptic.P256():
+			return fmt.Errorf("an ECDSA key on %s: imo uses P-256", k.Curve.Params().Name)
+		}
+		return nil
+	case ed25519.PublicKey:
+		if len(k) != ed25519.PublicKeySize {
+			return fmt.Errorf("an Ed25519 key of %d bytes, not %d", len(k), ed25519.PublicKeySize)
+		}
+		return nil
+	}
+	return fmt.Errorf("a %T: imo uses ECDSA P-256 and Ed25519 keys", k)
 }
 
 // Public reads the public keys of a PEM file, every one it holds.
@@ -94,14 +114,8 @@ func Public(pemBytes []byte) ([]crypto.PublicKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading a public key: %w", err)
 		}
-		switch k := k.(type) {
-		case *ecdsa.PublicKey:
-			if k.Curve != elliptic.P256() {
-				return nil, fmt.Errorf("an ECDSA key on %s: imo verifies P-256", k.Curve.Params().Name)
-			}
-		case ed25519.PublicKey:
-		default:
-			return nil, fmt.Errorf("a %T: imo verifies ECDSA P-256 and Ed25519 keys", k)
+		if err := Check(k); err != nil {
+			return nil, err
 		}
 		out = append(out, k)
 	}
