@@ -11,6 +11,7 @@ import (
 	"github.com/imokit/imo/internal/graph"
 	"github.com/imokit/imo/internal/verify"
 	"github.com/imokit/imo/inventory"
+	"github.com/imokit/imo/volume"
 )
 
 // Sentinel errors. Callers branch on them with [errors.Is]; the errors imo
@@ -75,6 +76,12 @@ var (
 	// [WithVerifyKeys]: it is not signed, no key verifies its signature, or
 	// its content is not what its signed plan names (archive.ErrUntrusted).
 	ErrUntrusted = archive.ErrUntrusted
+
+	// ErrIncompleteVolumes means the volumes of a volume set given as an
+	// archive cannot be read whole: more are missing or damaged than its
+	// parity covers. [*volume.IncompleteError] wraps it and names each
+	// (volume.ErrIncomplete).
+	ErrIncompleteVolumes = volume.ErrIncomplete
 
 	// ErrEncoderMismatch means an archive carries a layer as a sub-layer
 	// delta whose recipe this build of imo cannot reproduce byte for byte

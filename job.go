@@ -16,6 +16,7 @@ import (
 	"github.com/imokit/imo/internal/reference"
 	"github.com/imokit/imo/internal/registry"
 	"github.com/imokit/imo/internal/sublayer"
+	"github.com/imokit/imo/volume"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -44,12 +45,15 @@ func (r ImageResult) Pushed() name.Digest {
 	return r.Destination.Context().Digest(r.Digest.String())
 }
 
-// onArchive opens the archive at path and vets or pushes it with op.
+// onArchive opens the archive at path, an archive file, a volume of a set
+// or a directory of volumes, and vets or pushes it with op. A volume set is
+// checked piece by piece first: one that parity cannot make whole is
+// refused before anything is sent.
 func (i *Incremental) onArchive(ctx context.Context, path, dst string, op func(context.Context, *archive.Reader, string) ([]ImageResult, error)) error {
 	if i.err != nil {
 		return i.err
 	}
-	a, err := archive.Open(path)
+	a, _, err := volume.OpenArchive(ctx, true, path)
 	if err != nil && len(i.opts.verifyKeys) > 0 && errors.Is(err, archive.ErrInvalid) {
 		return fmt.Errorf("%w: %w", ErrUntrusted, err)
 	}

@@ -14,13 +14,13 @@ import (
 // build no HTTP request (internal/registry makes every one).
 func TestLayers(t *testing.T) {
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out, err := exec.Command(goTool, "list", "-deps", "./archive", "./inventory").CombinedOutput()
+	out, err := exec.Command(goTool, "list", "-deps", "./archive", "./inventory", "./volume").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	for _, pkg := range strings.Fields(string(out)) {
 		if pkg == "net/http" || pkg == "github.com/imokit/imo" || strings.HasPrefix(pkg, "github.com/imokit/imo/internal/registry") {
-			t.Errorf("the archive or inventory package depends on %s", pkg)
+			t.Errorf("a format package (archive, inventory, volume) depends on %s", pkg)
 		}
 	}
 	files, err := filepath.Glob("*.go")

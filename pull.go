@@ -15,6 +15,7 @@ import (
 	"github.com/imokit/imo/internal/graph"
 	"github.com/imokit/imo/internal/outfile"
 	"github.com/imokit/imo/internal/registry"
+	"github.com/imokit/imo/volume"
 )
 
 // Pull resolves base and final and returns a stream of the archive that
@@ -153,6 +154,31 @@ func (d *Difference) WriteFile(ctx context.Context, path string) error {
 		return err
 	}
 	return out.Commit()
+}
+
+// WriteVolumes writes the archive as a volume set beside out (see
+// [volume.Names]): volumes of at most size bytes, each of which stands
+// alone, and parity parity volumes, so that any parity volumes of the set
+// may be lost or damaged. The volumes appear under their names only when
+// the whole set is written; it returns their paths, data volumes first.
+func (d *Difference) WriteVolumes(ctx context.Context, out string, size int64, parity int) ([]string, error) {
+	l, err := d.layout()
+	if err != nil {
+		return nil, err
+	}
+	w, err := volume.Create(l, out, size, parity)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.WriteAt(ctx, w, d.fetch, d.i.opts.jobs); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	if err := w.Commit(ctx); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	return w.Paths(), nil
 }
 
 // layout lays the archive out, and reports the blobs it leaves out and the

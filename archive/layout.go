@@ -61,8 +61,18 @@ type DockerLoadImage struct {
 // written in place. Entries are deterministic: fixed times, owners and
 // modes, fixed order.
 type Layout struct {
-	segs []segment
-	size int64
+	segs    []segment
+	size    int64
+	entries []Entry
+	plan    []byte
+	sig     []byte
+}
+
+// Entry is where a file's content sits in an archive.
+type Entry struct {
+	Name   string
+	Offset int64
+	Size   int64
 }
 
 // segment is a piece of an archive: literal bytes, the content of a blob
@@ -88,16 +98,17 @@ func Build(c Contents) (*Layout, error) {
 	if err != nil {
 		return nil, err
 	}
-	plan = append(plan, '\n')
-	if err := l.file(PlanFile, plan); err != nil {
+	l.plan = append(plan, '\n')
+	if err := l.file(PlanFile, l.plan); err != nil {
 		return nil, err
 	}
 	if c.Sign != nil {
-		sig, err := c.Sign(plan)
+		sig, err := c.Sign(l.plan)
 		if err != nil {
 			return nil, fmt.Errorf("signing %s: %w", PlanFile, err)
 		}
-		if err := l.file(SignatureFile, []byte(base64.StdEncoding.EncodeToString(sig))); err != nil {
+		l.sig = []byte(base64.StdEncoding.EncodeToString(sig))
+		if err := l.file(SignatureFile, l.sig); err != nil {
 			return nil, err
 		}
 	}
@@ -160,6 +171,17 @@ func (l *Layout) deltas(c Contents) error {
 // Size is the archive's size in bytes.
 func (l *Layout) Size() int64 { return l.size }
 
+// Entries are the archive's files (not directories), in order: where the
+// content of each sits.
+func (l *Layout) Entries() []Entry { return l.entries }
+
+// PlanBytes are the exact bytes of the archive's PlanFile.
+func (l *Layout) PlanBytes() []byte { return l.plan }
+
+// Signature is the content of the archive's SignatureFile, or nil for an
+// archive that is not signed.
+func (l *Layout) Signature() []byte { return l.sig }
+
 // Fetched is how many bytes of blobs writing the archive fetches.
 func (l *Layout) Fetched() int64 {
 	var n int64
@@ -208,6 +230,7 @@ func (l *Layout) file(name string, content []byte) error {
 	if err := l.header(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(content)), Mode: 0o644, ModTime: epoch}); err != nil {
 		return err
 	}
+	l.entries = append(l.entries, Entry{Name: name, Offset: l.size, Size: int64(len(content))})
 	l.literal(content)
 	l.pad(int64(len(content)))
 	return nil
@@ -230,6 +253,7 @@ func (l *Layout) blob(desc v1.Descriptor, local map[v1.Hash]File) error {
 	if err := l.header(&tar.Header{Typeflag: tar.TypeReg, Name: BlobName(desc.Digest), Size: desc.Size, Mode: 0o644, ModTime: epoch}); err != nil {
 		return err
 	}
+	l.entries = append(l.entries, Entry{Name: BlobName(desc.Digest), Offset: l.size, Size: desc.Size})
 	l.segs = append(l.segs, segment{off: l.size, blob: &desc})
 	l.size += desc.Size
 	l.pad(desc.Size)
@@ -241,6 +265,7 @@ func (l *Layout) local(name string, f File) error {
 	if err := l.header(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: f.Size, Mode: 0o644, ModTime: epoch}); err != nil {
 		return err
 	}
+	l.entries = append(l.entries, Entry{Name: name, Offset: l.size, Size: f.Size})
 	l.segs = append(l.segs, segment{off: l.size, file: &f})
 	l.size += f.Size
 	l.pad(f.Size)

@@ -78,6 +78,20 @@ func Open(path string) (*Reader, error) {
 	return a, nil
 }
 
+// NewReader opens and indexes, as [Open] does, the archive held in the
+// first size bytes of r, such as a volume set reassembled on the fly;
+// errors call it name. Close closes r when r is an [io.Closer].
+func NewReader(name string, r io.ReaderAt, size int64) (*Reader, error) {
+	a, err := read(name, io.NewSectionReader(r, 0, size))
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := r.(io.Closer); ok {
+		a.closer = c
+	}
+	return a, nil
+}
+
 // Spool reads an archive from r, such as standard input, into a temporary
 // file in dir, and opens it as [Open] does; errors call it name. The file
 // is removed from dir as soon as it is created, so that nothing is left

@@ -14,11 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/imokit/imo/internal/graph"
 	"github.com/imokit/imo/internal/keys"
 )
 
@@ -88,7 +86,7 @@ func verifySignature(pub crypto.PublicKey, data, sig []byte) bool {
 
 // untrusted is an error wrapping ErrUntrusted about the archive.
 func (a *Reader) untrusted(format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrUntrusted, a.name, fmt.Sprintf(format, args...))
+	return a.fail(ErrUntrusted, format, args...)
 }
 
 // Signer is the fingerprint of the key the archive's plan says signed it,
@@ -124,20 +122,10 @@ func (a *Reader) Verify(ctx context.Context, keys []crypto.PublicKey) (crypto.Pu
 	if err != nil {
 		return nil, err
 	}
-	gs, err := a.graphs(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: %w", ErrUntrusted, err)
-	}
-	if err := a.checkImages(gs); err != nil {
+	if err := a.checkContents(ctx, ErrUntrusted); err != nil {
 		return nil, err
 	}
-	if err := a.checkBlobs(gs); err != nil {
-		return nil, err
-	}
-	return signer, a.checkBytes(ctx)
+	return signer, nil
 }
 
 // checkSignature finds the key of keys that signed the plan.
@@ -165,114 +153,4 @@ func (a *Reader) checkSignature(keys []crypto.PublicKey) (crypto.PublicKey, erro
 		tried = append(tried, Fingerprint(k))
 	}
 	return nil, a.untrusted("no key given verifies its signature (tried %s)", strings.Join(tried, ", "))
-}
-
-// checkImages checks index.json and each image's manifests against the
-// plan's images.
-func (a *Reader) checkImages(gs []*graph.Graph) error {
-	if len(a.plan.Images) != len(a.index.Manifests) {
-		return a.untrusted("%s lists %d images, %s %d", IndexFile, len(a.index.Manifests), PlanFile, len(a.plan.Images))
-	}
-	for n, d := range a.index.Manifests {
-		img := a.plan.Images[n]
-		if d.Digest != img.Final.Digest || d.Annotations[RefNameAnnotation] != img.Final.Reference {
-			return a.untrusted("%s names %s %s as image %d, %s names %s %s", IndexFile, d.Annotations[RefNameAnnotation], d.Digest, n+1, PlanFile, img.Final.Reference, img.Final.Digest)
-		}
-		got := gs[n].Descriptors()
-		if !slices.EqualFunc(got, img.Manifests, sameDescriptor) {
-			return a.untrusted("the manifests of %s are not those %s names", img.Final.Reference, PlanFile)
-		}
-	}
-	return nil
-}
-
-// sameDescriptor reports whether x and y name the same manifest the same
-// way: digest, size, media type (which decides how it is read and the
-// Content-Type it is pushed with) and platform.
-func sameDescriptor(x, y v1.Descriptor) bool {
-	if x.Digest != y.Digest || x.Size != y.Size || x.MediaType != y.MediaType || (x.Platform == nil) != (y.Platform == nil) {
-		return false
-	}
-	return x.Platform == nil || x.Platform.Equals(*y.Platform)
-}
-
-// checkBlobs checks that the images' configs and layers are the plan's
-// blobs, carried or left out as it says, and that the archive carries no
-// other blob or delta.
-func (a *Reader) checkBlobs(gs []*graph.Graph) error {
-	all := graph.Merge(gs)
-	planned := map[v1.Hash]PlanBlob{}
-	for _, b := range a.plan.Blobs {
-		planned[b.Digest] = b
-	}
-	if len(planned) != len(all.Blobs) {
-		return a.untrusted("the images use %d configs and layers, %s names %d", len(all.Blobs), PlanFile, len(planned))
-	}
-	expected := map[string]bool{}
-	for _, m := range all.Manifests {
-		expected[BlobName(m.Desc.Digest)] = true
-	}
-	for _, b := range all.Blobs {
-		pb, ok := planned[b.Desc.Digest]
-		switch {
-		case !ok || pb.Size != b.Desc.Size:
-			return a.untrusted("blob %s is not the one %s names", b.Desc.Digest, PlanFile)
-		case pb.Included != a.Has(pb.Digest):
-			return a.untrusted("%s says blob %s is carried: %v; the archive carries it: %v", PlanFile, pb.Digest, pb.Included, a.Has(pb.Digest))
-		case pb.Delta != nil && pb.Delta.Digest == (v1.Hash{}):
-			return a.untrusted("%s names no digest for the delta of %s", PlanFile, pb.Digest)
-		}
-		if pb.Included {
-			expected[BlobName(pb.Digest)] = true
-		}
-		if pb.Delta != nil {
-			expected[DeltaName(pb.Digest)] = true
-		}
-	}
-	for name := range a.entries {
-		if (strings.HasPrefix(name, blobsDir+"/") || strings.HasPrefix(name, DeltasDir+"/")) && !expected[name] {
-			return a.untrusted("it carries %s, which %s does not name", name, PlanFile)
-		}
-	}
-	return nil
-}
-
-// checkBytes hashes every carried blob and delta against the plan.
-func (a *Reader) checkBytes(ctx context.Context) error {
-	for _, b := range a.plan.Blobs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if b.Included {
-			if err := a.drain(ctx, BlobName(b.Digest), v1.Descriptor{Digest: b.Digest, Size: b.Size}); err != nil {
-				return err
-			}
-		}
-		if b.Delta != nil {
-			if err := a.drain(ctx, DeltaName(b.Digest), v1.Descriptor{Digest: b.Delta.Digest, Size: b.Delta.Size}); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// drain reads the entry name to its end through a check against desc,
-// stopping when ctx ends.
-func (a *Reader) drain(ctx context.Context, name string, desc v1.Descriptor) error {
-	s, ok := a.section(name)
-	if !ok {
-		return a.untrusted("no %s", name)
-	}
-	rc, err := a.verified(s, desc)
-	if err == nil {
-		_, err = io.Copy(io.Discard, contextReader{ctx: ctx, r: rc})
-	}
-	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case err != nil:
-		return a.untrusted("%v", err)
-	}
-	return nil
 }

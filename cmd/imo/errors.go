@@ -18,7 +18,7 @@ const (
 	exitOK      = 0
 	exitError   = 1 // the operation failed
 	exitUsage   = 2 // the command line is wrong
-	exitMissing = 3 // vet or push: the destination lacks blobs the archive leaves out
+	exitMissing = 3 // vet or push: the destination lacks blobs the archive leaves out; or volumes are missing beyond parity
 	exitRefused = 4 // the archive fails verification against the keys given
 )
 
@@ -51,7 +51,7 @@ func report(stderr io.Writer, cmd *cobra.Command, err error) int {
 	case errors.As(err, &ue), errors.Is(err, imo.ErrInvalidReference):
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return exitUsage
-	case errors.Is(err, imo.ErrMissingBlobs):
+	case errors.Is(err, imo.ErrMissingBlobs), errors.Is(err, imo.ErrIncompleteVolumes):
 		return exitMissing
 	case errors.Is(err, imo.ErrUntrusted):
 		return exitRefused

@@ -10,24 +10,26 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo/archive"
+	"github.com/imokit/imo/volume"
 	"github.com/spf13/cobra"
 )
 
 func newInspectCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "inspect ARCHIVE",
+		Use:   "inspect ARCHIVE...",
 		Short: "Describe an archive without a registry",
 		Long: `Describe an archive without contacting a registry: the final image and the base
 it was diffed against, its platforms, every blob with its size and whether the
 archive carries it, the saving against the whole image, and who signed it. Works
-on any OCI image layout in a tar, such as skopeo's oci-archive. With
+on any OCI image layout in a tar, such as skopeo's oci-archive, and on the
+volumes of a set (files in any order, or their directory). With
 --verify-key (or ` + verifyKeyEnv + `), check the signature and every byte against the
 signed plan first: exit status 4 when the archive fails.`,
 		Example: `  imo inspect difference.tar
   imo inspect --verify-key release.pub difference.tar
   imo inspect --json difference.tar | jq '.blobs[] | select(.included | not)'`,
-		Args: exactArgs(1),
+		Args: minArgs(1),
 	}
 	f := newFlags(cmd).verify()
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -35,9 +37,9 @@ signed plan first: exit status 4 when the archive fails.`,
 		if err != nil {
 			return err
 		}
-		a, err := archive.Open(args[0])
+		a, err := archiveSource{paths: args, checks: len(keys) > 0}.open(cmd)
 		if err != nil {
-			return refusedIfInvalid(err, len(keys) > 0)
+			return err
 		}
 		defer a.Close()
 		verified := ""
@@ -57,11 +59,11 @@ signed plan first: exit status 4 when the archive fails.`,
 			enc.SetIndent("", "  ")
 			return enc.Encode(plan)
 		}
-		fi, err := os.Stat(args[0])
-		if err != nil {
-			return err
+		size := int64(-1)
+		if fi, err := os.Stat(args[0]); err == nil && len(args) == 1 && fi.Mode().IsRegular() && !volume.IsVolume(args[0]) {
+			size = fi.Size()
 		}
-		if err := printPlan(cmd.OutOrStdout(), plan, fi.Size()); err != nil {
+		if err := printPlan(cmd.OutOrStdout(), plan, size); err != nil {
 			return err
 		}
 		return printSigner(cmd.OutOrStdout(), plan.Signer, verified)

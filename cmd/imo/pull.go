@@ -3,17 +3,20 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/imokit/imo"
 	"github.com/imokit/imo/internal/outfile"
 	"github.com/imokit/imo/inventory"
+	"github.com/imokit/imo/volume"
 	"github.com/spf13/cobra"
 )
 
 func newPullCmd() *cobra.Command {
-	var output, from, sublayer, signKey string
+	var output, from, sublayer, signKey, volumeSize string
 	var have []string
 	var dryRun, withReferrers, passphraseStdin bool
+	var parity int
 	cmd := &cobra.Command{
 		Use:   "pull BASE FINAL | pull --from FILE",
 		Short: "Write the archive of everything FINAL needs that BASE lacks",
@@ -38,11 +41,25 @@ tar's headers, references to contents base has, binary patches and new
 contents, and the recipe that recompresses the rebuilt tar into the exact
 blob. Each delta is proved by rebuilding the blob and comparing digests, and
 used only when at most half the blob; push rebuilds it from the base layers
-at the destination, digest for digest.`,
+at the destination, digest for digest.
+
+With --volume-size SIZE, write the archive as a set of volume files beside -o,
+none larger than SIZE, for media and links with a size limit: for -o
+difference.tar, difference.vol1-of-N.tar and so on. Each volume stands alone: it
+names its set, which volume of how many it is and what it holds, carries the
+plan and a SHA-256 of each piece (1 MiB at most), so one volume can be checked with
+nothing else. With --parity N, also write N parity volumes (Reed-Solomon):
+any N volumes of the set may then be lost or damaged. SIZE is bytes, a
+decimal size (4.7G = 4,700,000,000 bytes, 700MB), a binary size (4GiB), or a
+medium:
+` + mediaHelp() + `
+The volumes appear under their names only when the whole set is written.
+vet, push, inspect and verify take the volumes (any order) or their directory.`,
 		Example: `  imo pull registry.example/app:v1 registry.example/app:v2 -o difference.tar
   imo pull scratch registry.example/app:v2 -o app-v2.tar --platform linux/amd64
   imo pull --dry-run registry.example/app:v1 registry.example/app:v2
   imo pull --from release.txt -o bundle.tar
+  imo pull --volume-size dvd --parity 1 app:v1 app:v2 -o /media/burn/difference.tar
   imo pull --have site.json scratch registry.example/app:v2 -o app-v2.tar
   imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -57,7 +74,11 @@ at the destination, digest for digest.`,
 	}
 	f := newFlags(cmd).platform().credentials("base", "final").network().mirror().transfer().temp("sub-layer work")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if output != "-" && !dryRun {
+		size, err := volumeOptions(volumeSize, parity, output)
+		if err != nil {
+			return err
+		}
+		if output != "-" && !dryRun && size == 0 {
 			if err := outfile.Check(output); err != nil {
 				return usageError{fmt.Errorf("-o: %w", err)}
 			}
@@ -98,10 +119,16 @@ at the destination, digest for digest.`,
 		case output == "-":
 			return diff.WriteTo(cmd.Context(), cmd.OutOrStdout())
 		}
-		if err := diff.WriteFile(cmd.Context(), output); err != nil {
+		written := []string{output}
+		if size > 0 {
+			written, err = diff.WriteVolumes(cmd.Context(), output, size, parity)
+		} else {
+			err = diff.WriteFile(cmd.Context(), output)
+		}
+		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintln(cmd.OutOrStdout(), output)
+		_, err = fmt.Fprintln(cmd.OutOrStdout(), strings.Join(written, "\n"))
 		return err
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "difference.tar", "archive file to write, or - for standard output")
@@ -111,8 +138,48 @@ at the destination, digest for digest.`,
 	cmd.Flags().BoolVar(&withReferrers, "with-referrers", false, "also carry the final images' cosign signatures, attestations and SBOMs and their OCI referrers")
 	cmd.Flags().StringVar(&signKey, "sign-key", "", "sign the archive's plan with this PEM private key (ECDSA P-256 or Ed25519); an encrypted key's passphrase comes from "+signPassphraseEnv+" or --passphrase-stdin")
 	cmd.Flags().BoolVar(&passphraseStdin, "passphrase-stdin", false, "read the passphrase of an encrypted --sign-key from standard input")
+	cmd.Flags().StringVar(&volumeSize, "volume-size", "", "write the archive as volumes of at most this size beside -o: bytes, 4.7G, 4GiB, or cd, dvd, dvd-dl, bd25, bd50, fat32")
+	cmd.Flags().IntVar(&parity, "parity", 0, "with --volume-size, also write this many parity volumes: any as many volumes may be lost or damaged")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print which blobs would be carried and omitted, and the saving, without downloading any (with --sublayer auto, but for the layers deciding on deltas needs)")
 	return cmd
+}
+
+// volumeOptions checks --volume-size and --parity, returning the volume
+// size in bytes, or 0 for a single archive.
+func volumeOptions(volumeSize string, parity int, output string) (int64, error) {
+	switch {
+	case parity < 0:
+		return 0, usagef("--parity %d: want 0 or more parity volumes", parity)
+	case volumeSize == "" && parity > 0:
+		return 0, usagef("--parity adds parity volumes to a volume set: give --volume-size too")
+	case volumeSize == "":
+		return 0, nil
+	case output == "-":
+		return 0, usagef("--volume-size writes volume files beside -o: it cannot write to standard output")
+	}
+	size, err := volume.ParseSize(volumeSize)
+	if err != nil {
+		return 0, usagef("--volume-size: %v", err)
+	}
+	return size, nil
+}
+
+// mediaHelp lists the media --volume-size knows, with their sizes.
+func mediaHelp() string {
+	var b strings.Builder
+	for _, m := range volume.Media {
+		fmt.Fprintf(&b, "  %-7s %15s bytes  %s\n", m.Name, commas(m.Size), m.About)
+	}
+	return b.String()
+}
+
+// commas writes n with thousands separators.
+func commas(n int64) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // pullOptions are the options of --sublayer, --with-referrers and --have.

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"cmp"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -16,12 +14,15 @@ import (
 
 func newPushCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "push ARCHIVE DEST",
+		Use:   "push ARCHIVE... DEST",
 		Short: "Vet, then push ARCHIVE so that DEST holds exactly its images",
 		Long: `Vet, then push the archive: upload the blobs it carries that DEST lacks, then
 the manifests, then the tag, so that DEST holds exactly the final image, digest
 for digest. Nothing is uploaded when a blob is missing (exit status 3). Prints
-each pushed reference by digest. ARCHIVE may be - for standard input.
+each pushed reference by digest. ARCHIVE may be - for standard input, or the
+volumes of a set (files in any order, or their directory): every piece of every
+volume is checked first, missing or damaged ones are rebuilt from parity as
+they are read, and nothing is sent when parity cannot cover them (exit 3).
 
 DEST is an image reference, REGISTRY/REPO[:TAG][@DIGEST], for an archive of one
 image: it must name its registry (docker.io/... for Docker Hub). Without a tag
@@ -34,12 +35,14 @@ then the repository path and tag it has in the archive. Each image is pushed all
 nothing; imo goes on with the others and exits non-zero if any failed.`,
 		Example: `  imo push difference.tar site-registry:5000/app:v2
   imo push bundle.tar site-registry:5000/mirror
-  imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2`,
-		Args: exactArgs(2),
+  imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2
+  imo push /media/usb/ site-registry:5000/app:v2`,
+		Args: minArgs(2),
 	}
 	f := newFlags(cmd).credentials("dest").network().transfer().temp("an archive read from standard input, and sub-layer work").mounts().verify()
 	var report string
 	cmd.RunE = func(cmd *cobra.Command, args []string) (err error) {
+		paths, dst := args[:len(args)-1], args[len(args)-1]
 		if args[0] == "-" && f.passwordStdin {
 			return usagef("--password-stdin cannot be used when the archive comes from standard input")
 		}
@@ -53,7 +56,7 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
 		}
 		var a *archive.Reader
 		var results []imo.ImageResult
-		rep := newReporting(report, args[0], args[1], f.checksSignatures())
+		rep := newReporting(report, strings.Join(paths, " "), dst, f.checksSignatures())
 		if report != "" {
 			defer func() {
 				if werr := rep.write(cmd.Context(), a, results, err); err == nil {
@@ -68,13 +71,13 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
 		if err != nil {
 			return err
 		}
-		if a, err = openArchive(cmd, args[0], f.tempDir); err != nil {
-			return refusedIfInvalid(err, f.checksSignatures())
+		if a, err = (archiveSource{paths: paths, tempDir: f.tempDir, scan: true, checks: f.checksSignatures()}).open(cmd); err != nil {
+			return err
 		}
 		defer a.Close()
 		noteSigner(cmd.ErrOrStderr(), a, f.checksSignatures())
-		results, err = inc.PushArchive(cmd.Context(), a, args[1])
-		noteTag(cmd.ErrOrStderr(), args[1], results)
+		results, err = inc.PushArchive(cmd.Context(), a, dst)
+		noteTag(cmd.ErrOrStderr(), dst, results)
 		if werr := printPushed(cmd.OutOrStdout(), results); err == nil {
 			err = werr
 		}
@@ -82,15 +85,6 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
 	}
 	cmd.Flags().StringVar(&report, "report", "", "write a JSON record of the push to this file, whatever its outcome (see the README)")
 	return cmd
-}
-
-// openArchive opens the archive at path, or spools the one on standard
-// input for "-" into dir (the system's temporary directory when empty).
-func openArchive(cmd *cobra.Command, path, dir string) (*archive.Reader, error) {
-	if path != "-" {
-		return archive.Open(path)
-	}
-	return archive.Spool(cmd.Context(), cmd.InOrStdin(), cmp.Or(dir, os.TempDir()), "standard input")
 }
 
 // printPushed prints the reference by digest of every image pushed.

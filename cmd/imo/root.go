@@ -45,6 +45,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the destina
 		newPushCmd(),
 		newInventoryCmd(),
 		newInspectCmd(),
+		newVerifyCmd(),
 		newManifestCmd(),
 		newDemoCmd(),
 		newVersionCmd(),

@@ -14,17 +14,20 @@ import (
 
 func newVetCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "vet ARCHIVE DEST",
+		Use:   "vet ARCHIVE... DEST",
 		Short: "Check that DEST holds every blob ARCHIVE leaves out",
 		Long: `Check, before anything is sent, that the destination holds every blob the
 archive references but leaves out, asking the registry about each one. DEST is
 an image reference, or for a bundle a registry host[:port] with an optional
 /prefix (see imo push). Prints one line per image, and each missing blob.
-Exit status 0 when nothing is missing, 3 when blobs are missing, 1 on other
-errors.`,
+ARCHIVE is an archive file, or the volumes of a set (files in any order, or
+their directory), checked piece by piece and repaired from parity first.
+Exit status 0 when nothing is missing, 3 when blobs are missing (or volumes,
+beyond what parity covers), 1 on other errors.`,
 		Example: `  imo vet difference.tar site-registry:5000/app:v2
-  imo vet bundle.tar site-registry:5000/mirror`,
-		Args: exactArgs(2),
+  imo vet bundle.tar site-registry:5000/mirror
+  imo vet /media/dvd*/difference.*.tar site-registry:5000/app:v2`,
+		Args: minArgs(2),
 	}
 	f := newFlags(cmd).credentials("dest").network().transfer().mounts().verify()
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -32,14 +35,15 @@ errors.`,
 		if err != nil {
 			return err
 		}
-		a, err := archive.Open(args[0])
+		paths, dst := args[:len(args)-1], args[len(args)-1]
+		a, err := archiveSource{paths: paths, scan: true, checks: f.checksSignatures()}.open(cmd)
 		if err != nil {
-			return refusedIfInvalid(err, f.checksSignatures())
+			return err
 		}
 		defer a.Close()
 		noteSigner(cmd.ErrOrStderr(), a, f.checksSignatures())
-		results, err := inc.VetArchive(cmd.Context(), a, args[1])
-		noteTag(cmd.ErrOrStderr(), args[1], results)
+		results, err := inc.VetArchive(cmd.Context(), a, dst)
+		noteTag(cmd.ErrOrStderr(), dst, results)
 		if werr := printVet(cmd.OutOrStdout(), results); werr != nil && err == nil {
 			err = werr
 		}
