@@ -594,3 +594,50 @@ func TestDistributionBundle(t *testing.T) {
 		t.Errorf("after the second push the patch layer has been uploaded %d times, want once in all", n)
 	}
 }
+
+// TestDistributionVolumes pulls from the real registry into volumes with
+// parity 2, loses one volume and damages another, and pushes what is left
+// to the real registry: the image lands digest for digest. One more lost,
+// and nothing is pushed.
+func TestDistributionVolumes(t *testing.T) {
+	t.Parallel()
+	src := realRegistry(t, sandbox.DistributionOptions{})
+	dst := realRegistry(t, sandbox.DistributionOptions{})
+	pair := newAppPair(t, docker, "linux/amd64", "linux/arm64")
+	writeTo(t, src.Host+"/app:v2", pair.V2)
+	ctx := context.Background()
+	inc := imo.New(imo.WithPlainHTTP())
+	diff, err := inc.Resolve(ctx, imo.Pair{Base: imo.Scratch, Final: src.Host + "/app:v2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer diff.Close()
+	dir := t.TempDir()
+	vols, err := diff.WriteVolumes(ctx, filepath.Join(dir, "app.tar"), 64<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vols) < 4 {
+		t.Fatalf("WriteVolumes wrote %d volumes, want at least 2 data and 2 parity", len(vols))
+	}
+	os.Remove(vols[0])
+	b, err := os.ReadFile(vols[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	os.WriteFile(vols[1], b, 0o644)
+	if err := inc.Push(ctx, dir, dst.Host+"/app:v2"); err != nil {
+		t.Fatalf("Push(a set missing a volume and with one damaged, parity 2) = %v", err)
+	}
+	if got, err := headDigest(dst.Host + "/app:v2"); err != nil || got != digest(t, pair.V2) {
+		t.Errorf("the pushed image is %s (%v), want %s", got, err, digest(t, pair.V2))
+	}
+	os.Remove(vols[len(vols)-1])
+	if err := inc.Push(ctx, dir, dst.Host+"/again:v2"); !errors.Is(err, imo.ErrIncompleteVolumes) {
+		t.Errorf("Push(a set missing two volumes and with one damaged, parity 2) = %v, want ErrIncompleteVolumes", err)
+	}
+	if _, err := headDigest(dst.Host + "/again:v2"); err == nil {
+		t.Error("a refused push of volumes left a tag")
+	}
+}
