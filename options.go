@@ -55,6 +55,7 @@ type options struct {
 	sublayer   bool
 	signer     crypto.Signer
 	verifyKeys []crypto.PublicKey
+	noResume   bool
 
 	errs []error
 }
@@ -339,6 +340,13 @@ func WithHave(inventories ...*inventory.Inventory) Option {
 // layers (in [WithTempDir]), so it is off by default.
 func WithSublayerDeltas() Option {
 	return func(o *options) { o.sublayer = true }
+}
+
+// WithNoResume makes pulls to a file start afresh: the partial file an
+// interrupted pull left is written over rather than taken up. By default a
+// pull resumes one of the same images.
+func WithNoResume() Option {
+	return func(o *options) { o.noResume = true }
 }
 
 // WithSigner makes pulls sign the archive's plan with signer, an ECDSA

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -116,6 +117,7 @@ func (d *Difference) WriteTo(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	d.i.opts.reporter.Report(Event{Kind: TransferPlanned, Size: l.Fetched()})
 	return l.WriteTo(ctx, w, d.fetch, d.i.opts.jobs)
 }
 
@@ -125,18 +127,25 @@ func (d *Difference) WriteTo(ctx context.Context, w io.Writer) error {
 // the image.
 //
 // A regular file (or a path that does not exist yet) appears complete or
-// not at all: imo writes a temporary file beside it and renames it over
-// path; on any failure, ctx cancelled included, it removes the temporary
-// file and leaves path as it was. A symbolic link is followed and its
-// target replaced that way; the link stays. A FIFO or a character device
-// is written straight to, in order, as WriteTo writes, and never replaced.
-// A directory, a block device or a socket is refused before anything is
-// fetched. Like docker save and skopeo, imo does not fsync: the rename is
-// atomic against the process failing, and durability against power loss
-// is left to the file system. A new file gets mode 0644; a replaced one
-// keeps its mode.
+// not at all, and an interrupted write resumes: imo writes the archive into
+// PATH.partial beside it (PATH's target, for a symbolic link, whose link
+// stays), with a journal after the archive's end that records how much of
+// each blob is written, and renames it over path once complete. A failure,
+// ctx cancelled included, leaves path as it was and keeps PATH.partial; a
+// later WriteFile of the same images to the same path checks what it
+// holds (each blob hashed as far as it was written) and fetches only the
+// rest, with Range requests inside a blob. A partial file of other images
+// (a tag moved in between) is written over, and so is any with
+// [WithNoResume]; one to which no blob byte was written is removed. A FIFO
+// or a character device is written straight to, in order, as WriteTo
+// writes, and never replaced or resumed. A directory, a block device or a
+// socket is refused before anything is fetched. Like docker save and
+// skopeo, imo does not fsync: the rename is atomic against the process
+// failing, and durability against power loss is left to the file system
+// (the resume checks every byte it keeps). A new file gets mode 0644; a
+// replaced one keeps its mode.
 func (d *Difference) WriteFile(ctx context.Context, path string) error {
-	out, err := outfile.Open(ctx, path)
+	out, err := outfile.OpenPartial(ctx, path)
 	if err != nil {
 		return err
 	}
@@ -146,21 +155,59 @@ func (d *Difference) WriteFile(ctx context.Context, path string) error {
 		return err
 	}
 	if out.Direct() {
-		err = l.WriteTo(ctx, out, d.fetch, d.i.opts.jobs)
-	} else {
-		err = l.WriteAt(ctx, out, d.fetch, d.i.opts.jobs)
+		d.i.opts.reporter.Report(Event{Kind: TransferPlanned, Size: l.Fetched()})
+		if err := l.WriteTo(ctx, out, d.fetch, d.i.opts.jobs); err != nil {
+			return err
+		}
+		return out.Commit()
 	}
+	journal := &offsetFile{f: out.File, base: l.Size()}
+	res, err := d.resume(ctx, l, out.File, journal, "file", out.File.Name())
 	if err != nil {
+		if res.Written > 0 {
+			out.Keep()
+		}
 		return err
+	}
+	if err := out.File.Truncate(l.Size()); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return out.Commit()
 }
+
+// resume writes the archive laid out by l into w, taking up what an
+// earlier attempt recorded in journal, and reports what it kept or why it
+// discarded it; name is what the user sees of the partial output.
+func (d *Difference) resume(ctx context.Context, l *archive.Layout, w, journal archive.ReadWriterAt, salt, name string) (archive.Resumed, error) {
+	r := l.Resume(journal, salt, d.i.opts.noResume)
+	rep := d.i.opts.reporter
+	claimed := r.Claimed()
+	switch {
+	case r.Discarded != "":
+		rep.Report(Event{Kind: PartialDiscarded, Ref: name, Reason: r.Discarded})
+	case claimed > 0:
+		rep.Report(Event{Kind: PullResumed, Ref: name, Complete: claimed, Size: l.Fetched()})
+	}
+	rep.Report(Event{Kind: TransferPlanned, Size: l.Fetched() - claimed})
+	return r.Write(ctx, w, d.fetchFrom, d.i.opts.jobs)
+}
+
+// offsetFile reads and writes a file from base on.
+type offsetFile struct {
+	f    *os.File
+	base int64
+}
+
+func (o *offsetFile) ReadAt(p []byte, off int64) (int, error)  { return o.f.ReadAt(p, o.base+off) }
+func (o *offsetFile) WriteAt(p []byte, off int64) (int, error) { return o.f.WriteAt(p, o.base+off) }
 
 // WriteVolumes writes the archive as a volume set beside out (see
 // [volume.Names]): volumes of at most size bytes, each of which stands
 // alone, and parity parity volumes, so that any parity volumes of the set
 // may be lost or damaged. The volumes appear under their names only when
-// the whole set is written; it returns their paths, data volumes first.
+// the whole set is written; it returns their paths, data volumes first. An
+// interrupted write keeps the volumes, named with ".partial", and its
+// journal in OUT.partial, and resumes as WriteFile does.
 func (d *Difference) WriteVolumes(ctx context.Context, out string, size int64, parity int) ([]string, error) {
 	l, err := d.layout()
 	if err != nil {
@@ -170,14 +217,30 @@ func (d *Difference) WriteVolumes(ctx context.Context, out string, size int64, p
 	if err != nil {
 		return nil, err
 	}
-	if err := l.WriteAt(ctx, w, d.fetch, d.i.opts.jobs); err != nil {
+	journalPath := out + outfile.PartialSuffix
+	journal, err := os.OpenFile(journalPath, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
 		w.Abort()
+		return nil, fmt.Errorf("creating %s: %w", journalPath, err)
+	}
+	defer journal.Close()
+	if fi, err := journal.Stat(); err == nil && fi.Size() > l.JournalSize() {
+		journal.Truncate(0) // a single archive's partial file, not a set's journal
+	}
+	res, err := d.resume(ctx, l, w, journal, w.Salt(), journalPath)
+	if err == nil {
+		err = w.Commit(ctx)
+	}
+	switch {
+	case err != nil && res.Written > 0:
+		w.Keep()
+		return nil, err
+	case err != nil:
+		w.Abort()
+		os.Remove(journalPath)
 		return nil, err
 	}
-	if err := w.Commit(ctx); err != nil {
-		w.Abort()
-		return nil, err
-	}
+	os.Remove(journalPath)
 	return w.Paths(), nil
 }
 
@@ -212,7 +275,6 @@ func (d *Difference) layout() (*archive.Layout, error) {
 			}
 		}
 	}
-	r.Report(Event{Kind: TransferPlanned, Size: l.Fetched()})
 	return l, nil
 }
 
@@ -252,6 +314,25 @@ func (d *doneReader) Read(p []byte) (int, error) {
 		d.once.Do(d.done)
 	}
 	return n, err
+}
+
+// fetchFrom opens a blob from byte off on, for a resumable write, reporting
+// its start, progress and end.
+func (d *Difference) fetchFrom(ctx context.Context, desc v1.Descriptor, off int64) (io.ReadCloser, error) {
+	r := d.i.opts.reporter
+	src := d.sourceOf(desc.Digest)
+	ev := Event{Kind: BlobStarted, Ref: src.ref.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Complete: off}
+	r.Report(ev)
+	rc, err := src.repo.BlobFrom(ctx, desc, off, func(n int64) {
+		p := ev
+		p.Kind, p.Complete = BlobProgress, n
+		r.Report(p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	ev.Kind, ev.Complete = BlobDone, desc.Size
+	return &doneReader{ReadCloser: rc, done: func() { r.Report(ev) }}, nil
 }
 
 // dockerLoad returns the docker-load manifest when every image of the

@@ -440,7 +440,7 @@ func TestPullToFileFailure(t *testing.T) {
 		t.Errorf("PullToFile() = %v, want ErrDigestMismatch", err)
 	}
 	entries, _ := os.ReadDir(dir)
-	if b, _ := os.ReadFile(path); len(entries) != 1 || string(b) != "previous" {
-		t.Errorf("a failed PullToFile left %d files and changed the existing one", len(entries))
+	if b, _ := os.ReadFile(path); len(entries) != 2 || entries[1].Name() != "out.tar.partial" || string(b) != "previous" {
+		t.Errorf("a failed PullToFile left %v and changed the existing one to %q; want it unchanged, and out.tar.partial to resume", entries, b)
 	}
 }

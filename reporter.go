@@ -51,6 +51,14 @@ const (
 	// against the keys of WithVerifyKeys: the key Signer signed it and
 	// every entry is what its plan names.
 	ArchiveVerified
+	// PullResumed: a pull to the file Ref takes up where an interrupted
+	// one stopped: that one wrote Complete of the Size bytes of blobs,
+	// which are checked and kept rather than fetched.
+	PullResumed
+	// PartialDiscarded: the partial file Ref an interrupted pull left is
+	// not used, and is written over; Reason says why (the images changed,
+	// a fresh start was asked for).
+	PartialDiscarded
 )
 
 var kindNames = map[EventKind]string{
@@ -66,6 +74,8 @@ var kindNames = map[EventKind]string{
 	BlobPresent:      "blob-present",
 	BlobMounted:      "blob-mounted",
 	ArchiveVerified:  "archive-verified",
+	PullResumed:      "pull-resumed",
+	PartialDiscarded: "partial-discarded",
 }
 
 // String returns the kind's name, such as "blob-done".
@@ -126,6 +136,10 @@ func (e Event) String() string {
 		return fmt.Sprintf("mounted %s (%d bytes) into %s from %s", e.Digest, e.Size, e.Ref, e.From)
 	case ArchiveVerified:
 		return fmt.Sprintf("verified %s: signed by the key %s", e.Ref, e.Signer)
+	case PullResumed:
+		return fmt.Sprintf("resuming %s: %d of %d bytes of blobs were written, and are checked rather than fetched", e.Ref, e.Complete, e.Size)
+	case PartialDiscarded:
+		return fmt.Sprintf("not resuming %s: %s; starting afresh", e.Ref, e.Reason)
 	}
 	return e.Kind.String()
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -16,14 +17,32 @@ import (
 	"github.com/imokit/imo/internal/verify"
 )
 
-// writerAt collects what WriteAt writes.
-type writerAt struct{ b []byte }
+// memory is storage in memory, written and read at offsets.
+type memory struct {
+	mu sync.Mutex
+	b  []byte
+}
 
-func (w *writerAt) WriteAt(p []byte, off int64) (int, error) {
-	if end := off + int64(len(p)); end > int64(len(w.b)) {
-		w.b = append(w.b, make([]byte, end-int64(len(w.b)))...)
+func (m *memory) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if end := off + int64(len(p)); end > int64(len(m.b)) {
+		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
 	}
-	return copy(w.b[off:], p), nil
+	return copy(m.b[off:], p), nil
+}
+
+func (m *memory) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // TestBuild lays out an archive with a fetched blob, a blob on disk and a
@@ -72,12 +91,15 @@ func TestBuild(t *testing.T) {
 	if err := l.WriteTo(context.Background(), &streamed, fetch, 2); err != nil {
 		t.Fatal(err)
 	}
-	var placed writerAt
-	if err := l.WriteAt(context.Background(), &placed, fetch, 2); err != nil {
+	var placed memory
+	fetchFrom := func(_ context.Context, d v1.Descriptor, off int64) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(blobs[d.Digest][off:])), nil
+	}
+	if _, err := l.Resume(&memory{}, "memory", false).Write(context.Background(), &placed, fetchFrom, 2); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(streamed.Bytes(), placed.b) || int64(streamed.Len()) != l.Size() {
-		t.Fatalf("WriteTo wrote %d bytes, WriteAt %d, Size() says %d: they must agree", streamed.Len(), len(placed.b), l.Size())
+		t.Fatalf("WriteTo wrote %d bytes, Resume().Write %d, Size() says %d: they must agree", streamed.Len(), len(placed.b), l.Size())
 	}
 	a, err := read("built.tar", bytes.NewReader(streamed.Bytes()))
 	if err != nil {
@@ -102,7 +124,8 @@ func TestBuild(t *testing.T) {
 	if err := l.WriteTo(context.Background(), io.Discard, failing, 2); !errors.Is(err, broken) {
 		t.Errorf("WriteTo with a failing fetch = %v, want its error", err)
 	}
-	if err := l.WriteAt(context.Background(), &writerAt{}, failing, 2); !errors.Is(err, broken) {
-		t.Errorf("WriteAt with a failing fetch = %v, want its error", err)
+	failingFrom := func(context.Context, v1.Descriptor, int64) (io.ReadCloser, error) { return nil, broken }
+	if _, err := l.Resume(&memory{}, "memory", false).Write(context.Background(), &memory{}, failingFrom, 2); !errors.Is(err, broken) {
+		t.Errorf("Resume().Write with a failing fetch = %v, want its error", err)
 	}
 }

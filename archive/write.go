@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"golang.org/x/sync/errgroup"
 )
 
 // Fetch opens the blob desc for writing into an archive. Its reader must
@@ -138,43 +137,6 @@ func fill(r io.Reader, b []byte) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// WriteAt writes the archive into w, fetching up to jobs blobs at once with
-// fetch, each straight into its place: no blob is held in memory or
-// spooled, and the bytes written equal the archive's size.
-func (l *Layout) WriteAt(ctx context.Context, w io.WriterAt, fetch Fetch, jobs int) error {
-	for _, s := range l.segs {
-		if s.lit != nil {
-			if _, err := w.WriteAt(s.lit, s.off); err != nil {
-				return fmt.Errorf("writing archive: %w", err)
-			}
-		}
-	}
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(jobs)
-	for _, s := range l.segs {
-		switch {
-		case s.file != nil:
-			eg.Go(func() error { return copyFile(ectx, io.NewOffsetWriter(w, s.off), s.file) })
-		case s.blob != nil:
-			eg.Go(func() error { return copyBlob(ectx, io.NewOffsetWriter(w, s.off), fetch, *s.blob) })
-		}
-	}
-	return eg.Wait()
-}
-
-// copyBlob copies one blob, verified, to w.
-func copyBlob(ctx context.Context, w io.Writer, fetch Fetch, desc v1.Descriptor) error {
-	rc, err := fetch(ctx, desc)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	if _, err := io.Copy(w, rc); err != nil {
-		return fmt.Errorf("writing %s: %w", BlobName(desc.Digest), err)
-	}
-	return nil
 }
 
 // copyFile copies a local file to w, stopping when ctx ends.

@@ -22,7 +22,7 @@ import (
 // testArchive lays out an archive of one image whose layers have the given
 // sizes, with random (incompressible) content, and returns it and its
 // bytes.
-func testArchive(t testing.TB, seed uint64, layerSizes ...int) (*archive.Layout, archive.Fetch, []byte) {
+func testArchive(t testing.TB, seed uint64, layerSizes ...int) (*archive.Layout, archive.FetchFrom, []byte) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 1))
 	blobs := map[v1.Hash][]byte{}
@@ -65,17 +65,26 @@ func testArchive(t testing.TB, seed uint64, layerSizes ...int) (*archive.Layout,
 	if err := l.WriteTo(context.Background(), &whole, fetch, 2); err != nil {
 		t.Fatal(err)
 	}
-	return l, fetch, whole.Bytes()
+	fetchFrom := func(_ context.Context, d v1.Descriptor, off int64) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(blobs[d.Digest][off:])), nil
+	}
+	return l, fetchFrom, whole.Bytes()
 }
 
 // splitInto writes the archive as volumes in a temporary directory.
-func splitInto(t testing.TB, l *archive.Layout, fetch archive.Fetch, size int64, parity int) []string {
+func splitInto(t testing.TB, l *archive.Layout, fetch archive.FetchFrom, size int64, parity int) []string {
 	t.Helper()
-	w, err := Create(l, filepath.Join(t.TempDir(), "difference.tar"), size, parity)
+	dir := t.TempDir()
+	w, err := Create(l, filepath.Join(dir, "difference.tar"), size, parity)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.WriteAt(context.Background(), w, fetch, 3); err != nil {
+	journal, err := os.Create(filepath.Join(t.TempDir(), "journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer journal.Close()
+	if _, err := l.Resume(journal, w.Salt(), false).Write(context.Background(), w, fetch, 3); err != nil {
 		w.Abort()
 		t.Fatal(err)
 	}

@@ -20,11 +20,12 @@ import (
 const PartialSuffix = ".partial"
 
 // Writer writes an archive as a volume set. The archive's bytes go to
-// WriteAt, in any order, as [archive.Layout.WriteAt] writes them: each
-// lands in its place in a data volume's payload, so nothing is copied
-// twice. Commit then hashes every piece, computes the parity volumes and
-// gives every volume its name; until then the volumes are named with
-// [PartialSuffix].
+// WriteAt, in any order: each lands in its place in a data volume's
+// payload, so nothing is copied twice, and ReadAt reads them back. Commit
+// then hashes every piece, computes the parity volumes and gives every
+// volume its name; until then the volumes are named with [PartialSuffix],
+// and a set that was not committed can be resumed: Create opens the
+// partial volumes an earlier attempt kept as they are.
 type Writer struct {
 	s    *split
 	vols []*outVolume // the data volumes, then the parity volumes
@@ -40,7 +41,8 @@ type outVolume struct {
 
 // Create plans the volume set of the archive laid out by l, in volumes of
 // at most size bytes and with parity parity volumes, named after out (see
-// [Names]) in out's directory, and creates its volumes.
+// [Names]) in out's directory, and creates its volumes, or opens the ones
+// an earlier attempt left.
 func Create(l *archive.Layout, out string, size int64, parity int) (*Writer, error) {
 	s, err := newSplit(l.Size(), l.Entries(), l.PlanBytes(), l.Signature(), size, parity)
 	if err != nil {
@@ -54,7 +56,7 @@ func Create(l *archive.Layout, out string, size int64, parity int) (*Writer, err
 		if err != nil {
 			return err
 		}
-		f, err := os.OpenFile(path+PartialSuffix, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := os.OpenFile(path+PartialSuffix, os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
 			return fmt.Errorf("creating %s: %w", h.Title(), err)
 		}
@@ -108,6 +110,32 @@ func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
 	return written, nil
 }
 
+// ReadAt reads back the archive's bytes at off, from the data volumes'
+// payloads.
+func (w *Writer) ReadAt(p []byte, off int64) (int, error) {
+	read := 0
+	for len(p) > 0 {
+		if off < 0 || off >= w.s.archiveSize {
+			return read, io.EOF
+		}
+		v := w.vols[off/w.s.stride]
+		within := off - v.h.Offset
+		n := int(min(int64(len(p)), v.h.Size-within))
+		if _, err := v.f.ReadAt(p[:n], v.l.payloadAt+within); err != nil {
+			return read, fmt.Errorf("reading %s: %w", v.f.Name(), err)
+		}
+		read += n
+		p, off = p[n:], off+int64(n)
+	}
+	return read, nil
+}
+
+// Salt names how the set stores the archive, for a resumable write's
+// journal: a set of another volume size or parity is another layout.
+func (w *Writer) Salt() string {
+	return fmt.Sprintf("volumes %d %d", w.s.size, w.s.parity)
+}
+
 // Commit finishes the set once the whole archive is written: it hashes
 // every piece of every data volume, computes the parity volumes stripe by
 // stripe, writes each volume's sums, syncs the volumes to disk and gives
@@ -134,6 +162,17 @@ func (w *Writer) Commit(ctx context.Context) error {
 	return nil
 }
 
+// Keep closes the volumes of a set that was not committed, and keeps them
+// for a later attempt to resume.
+func (w *Writer) Keep() {
+	for _, v := range w.vols {
+		if v.f != nil {
+			v.f.Close()
+			v.f = nil
+		}
+	}
+}
+
 // Abort closes and removes the volumes of a set that was not committed.
 func (w *Writer) Abort() {
 	for _, v := range w.vols {
@@ -151,6 +190,9 @@ func (v *outVolume) finish(sums []byte) error {
 	tail = append(tail, padding(int64(len(sums)))...)
 	tail = append(tail, make([]byte, 1024)...)
 	if _, err := f.WriteAt(tail, v.l.payloadAt+v.h.Size); err != nil {
+		return fmt.Errorf("writing %s: %w", f.Name(), err)
+	}
+	if err := f.Truncate(v.l.total); err != nil { // an earlier attempt's may be longer
 		return fmt.Errorf("writing %s: %w", f.Name(), err)
 	}
 	if err := f.Sync(); err != nil {

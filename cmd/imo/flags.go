@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -230,19 +231,36 @@ func (f *flags) reporter() (imo.Reporter, error) {
 	switch mode {
 	case "auto":
 		if isTerminal(w) {
-			return imo.NewBarReporter(w), nil
+			return notes{imo.NewBarReporter(w), w}, nil
 		}
-		return imo.NewLineReporter(w), nil
+		return notes{imo.NewLineReporter(w), w}, nil
 	case "bars":
-		return imo.NewBarReporter(w), nil
+		return notes{imo.NewBarReporter(w), w}, nil
 	case "plain":
-		return imo.NewLineReporter(w), nil
+		return notes{imo.NewLineReporter(w), w}, nil
 	case "json":
 		return imo.NewJSONReporter(w), nil
 	case "none":
-		return nil, nil
+		return notes{nil, w}, nil
 	}
 	return nil, usagef("--progress must be auto, bars, plain, json or none, not %q", f.progress)
+}
+
+// notes prints the events a user must hear of whatever the progress shown
+// (a pull that resumes, or that does not), and passes the others on.
+type notes struct {
+	next imo.Reporter
+	w    io.Writer
+}
+
+// Report implements [imo.Reporter].
+func (n notes) Report(e imo.Event) {
+	switch {
+	case e.Kind == imo.PullResumed || e.Kind == imo.PartialDiscarded:
+		fmt.Fprintf(n.w, "imo: %s\n", e)
+	case n.next != nil:
+		n.next.Report(e)
+	}
 }
 
 // platformList parses --platform, --os and --arch; all is true for

@@ -136,7 +136,9 @@ func TestDryRun(t *testing.T) {
 	}
 }
 
-func TestFailedPullLeavesNoFile(t *testing.T) {
+// TestFailedPullKeepsArchive checks that a failed pull leaves the archive
+// it would replace as it was, and its partial file to resume.
+func TestFailedPullKeepsArchive(t *testing.T) {
 	src, _, pair := registries(t, nil, nil)
 	src.Corrupt(pair.Changed[0])
 	dir := t.TempDir()
@@ -149,8 +151,8 @@ func TestFailedPullLeavesNoFile(t *testing.T) {
 		t.Errorf("imo pull of a corrupt blob: want exit 1 naming the blob:\n%s", r)
 	}
 	entries, _ := os.ReadDir(dir)
-	if b, _ := os.ReadFile(archive); len(entries) != 1 || string(b) != "the previous archive" {
-		t.Errorf("a failed pull left %d files and changed the existing archive", len(entries))
+	if b, _ := os.ReadFile(archive); len(entries) != 2 || entries[1].Name() != "difference.tar.partial" || string(b) != "the previous archive" {
+		t.Errorf("a failed pull left %v and changed the existing archive to %q", entries, b)
 	}
 }
 

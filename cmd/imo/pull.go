@@ -15,17 +15,24 @@ import (
 func newPullCmd() *cobra.Command {
 	var output, from, sublayer, signKey, volumeSize string
 	var have []string
-	var dryRun, withReferrers, passphraseStdin bool
+	var dryRun, withReferrers, passphraseStdin, noResume bool
 	var parity int
 	cmd := &cobra.Command{
 		Use:   "pull BASE FINAL | pull --from FILE",
 		Short: "Write the archive of everything FINAL needs that BASE lacks",
 		Long: `Write the archive of everything FINAL needs that BASE lacks: every manifest and
 config of FINAL, and each layer no platform of BASE has. BASE may be "scratch"
-for the whole image. A regular output file appears complete or not at all (a
-temporary file beside it is renamed over it); a symbolic link's target is
-replaced that way and the link kept; a FIFO or character device is written
-straight to, in order; a directory is refused.
+for the whole image. A regular output file appears complete or not at all: it
+is written as FILE.partial beside it and renamed over it once complete; a
+symbolic link's target is replaced that way and the link kept; a FIFO or
+character device is written straight to, in order; a directory is refused.
+
+An interrupted pull (Ctrl-C, a connection lost past the retries, kill -9, a
+power cut) keeps FILE.partial. The same command again resumes it: it hashes
+what the partial file holds and fetches only the rest, with Range requests
+inside a blob. If the images changed in between (a tag moved), the partial file
+is written over, with a message; --no-resume always starts afresh. A pull that
+wrote no blob byte leaves nothing behind. -o - (standard output) cannot resume.
 
 With --from FILE, write one archive (a bundle) of many images: FILE lists
 "BASE FINAL" pairs, one per line, with # comments, or a JSON array of
@@ -53,7 +60,8 @@ any N volumes of the set may then be lost or damaged. SIZE is bytes, a
 decimal size (4.7G = 4,700,000,000 bytes, 700MB), a binary size (4GiB), or a
 medium:
 ` + mediaHelp() + `
-The volumes appear under their names only when the whole set is written.
+The volumes appear under their names only when the whole set is written, and
+resume as a single file does (FILE.partial holds the journal).
 vet, push, inspect and verify take the volumes (any order) or their directory.`,
 		Example: `  imo pull registry.example/app:v1 registry.example/app:v2 -o difference.tar
   imo pull scratch registry.example/app:v2 -o app-v2.tar --platform linux/amd64
@@ -96,6 +104,9 @@ vet, push, inspect and verify take the volumes (any order) or their directory.`,
 		}
 		if passphraseStdin && (f.passwordStdin || from == "-") {
 			return usagef("--passphrase-stdin cannot share standard input with --password-stdin or --from -")
+		}
+		if noResume {
+			extra = append(extra, imo.WithNoResume())
 		}
 		if signKey != "" {
 			k, err := signer(signKey, passphraseStdin, cmd.InOrStdin())
@@ -140,6 +151,7 @@ vet, push, inspect and verify take the volumes (any order) or their directory.`,
 	cmd.Flags().BoolVar(&passphraseStdin, "passphrase-stdin", false, "read the passphrase of an encrypted --sign-key from standard input")
 	cmd.Flags().StringVar(&volumeSize, "volume-size", "", "write the archive as volumes of at most this size beside -o: bytes, 4.7G, 4GiB, or cd, dvd, dvd-dl, bd25, bd50, fat32")
 	cmd.Flags().IntVar(&parity, "parity", 0, "with --volume-size, also write this many parity volumes: any as many volumes may be lost or damaged")
+	cmd.Flags().BoolVar(&noResume, "no-resume", false, "start afresh, writing over the partial file an interrupted pull left")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print which blobs would be carried and omitted, and the saving, without downloading any (with --sublayer auto, but for the layers deciding on deltas needs)")
 	return cmd
 }

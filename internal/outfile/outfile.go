@@ -147,6 +147,40 @@ func Open(ctx context.Context, path string) (*File, error) {
 	return &File{File: tmp, path: path, target: target, mode: mode, stop: func() bool { return true }}, nil
 }
 
+// PartialSuffix ends the name of the file a resumable output is written
+// into, beside its target.
+const PartialSuffix = ".partial"
+
+// OpenPartial opens path as Open does, except that a replaced file is
+// written into its target's name with PartialSuffix, opened as it is, not
+// truncated: it holds what an earlier attempt wrote, for the caller to
+// resume. Keep leaves it for a later attempt; Abort removes it.
+func OpenPartial(ctx context.Context, path string) (*File, error) {
+	k, target, mode, err := classify(path)
+	if err != nil {
+		return nil, err
+	}
+	if k == direct {
+		return Open(ctx, path)
+	}
+	f, err := os.OpenFile(target+PartialSuffix, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", target+PartialSuffix, err)
+	}
+	return &File{File: f, path: path, target: target, mode: mode, stop: func() bool { return true }}, nil
+}
+
+// Keep gives the output up but keeps the file it was written into, for a
+// later attempt to resume. After Commit it does nothing.
+func (f *File) Keep() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.stop()
+	f.File.Close()
+}
+
 // Direct reports whether the output is written straight to what the path
 // names, in order, rather than to a temporary file: WriteAt then fails.
 func (f *File) Direct() bool { return f.target == "" }

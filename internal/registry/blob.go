@@ -24,9 +24,9 @@ type resumingBody struct {
 	retries int   // resumes since bytes last arrived
 }
 
-// openResumingBody starts downloading desc.
-func openResumingBody(ctx context.Context, c *Repository, desc v1.Descriptor) (*resumingBody, error) {
-	r := &resumingBody{ctx: ctx, c: c, desc: desc}
+// openResumingBody starts downloading desc from byte off.
+func openResumingBody(ctx context.Context, c *Repository, desc v1.Descriptor, off int64) (*resumingBody, error) {
+	r := &resumingBody{ctx: ctx, c: c, desc: desc, off: off}
 	if err := r.open(); err != nil {
 		return nil, err
 	}

@@ -160,7 +160,7 @@ func (r *Repository) blobURL(repo name.Repository, h v1.Hash) string {
 // [*verify.MismatchError] if the bytes do not match desc; a connection lost
 // part-way, or silent for the stall timeout, is resumed.
 func (r *Repository) Blob(ctx context.Context, desc v1.Descriptor, report func(int64)) (io.ReadCloser, error) {
-	rb, err := openResumingBody(ctx, r, desc)
+	rb, err := openResumingBody(ctx, r, desc, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -173,6 +173,40 @@ func (r *Repository) Blob(ctx context.Context, desc v1.Descriptor, report func(i
 		io.Reader
 		io.Closer
 	}{vr, rb}, nil
+}
+
+// BlobFrom streams the bytes of the blob desc names from byte off to its
+// end, resuming a connection lost part-way as Blob does. The bytes are not
+// verified: the caller checks them, with the ones before off. report, when
+// not nil, is told the running byte count, off included.
+func (r *Repository) BlobFrom(ctx context.Context, desc v1.Descriptor, off int64, report func(int64)) (io.ReadCloser, error) {
+	rb, err := openResumingBody(ctx, r, desc, off)
+	if err != nil {
+		return nil, err
+	}
+	if report == nil {
+		return rb, nil
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{&countingReader{r: rb, n: off, report: report}, rb}, nil
+}
+
+// countingReader tells report the running count of bytes read.
+type countingReader struct {
+	r      io.Reader
+	n      int64
+	report func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.n += int64(n)
+		c.report(c.n)
+	}
+	return n, err
 }
 
 // openBlob starts fetching the blob h from byte off on. A registry that
