@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,6 +68,8 @@ type bench struct {
 	self  string
 	reg   *sandbox.Distribution
 	lines []string
+	// link is a proxy to reg that behaves like a network link.
+	link *httptest.Server
 }
 
 func (b *bench) printf(format string, args ...any) {
@@ -101,6 +104,8 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer b.reg.Stop()
+	b.link = slowProxy("http://"+b.reg.Host, linkLatency, linkBandwidth)
+	defer b.link.Close()
 	if o.onlySublayer {
 		b.header(size.rebuild)
 		if err := b.rebuild(size.rebuild); err != nil {
@@ -309,6 +314,40 @@ func (b *bench) scenarios() ([]scenario, error) {
 		}
 	}
 	out[0].archive, out[1].archive = fileSize(delta), fileSize(whole)
+
+	// Volumes: the whole image in volumes of about a sixth of it (50 MiB
+	// for the default profile), with two parity volumes; pulled against
+	// the plain pull, and pushed with one data volume missing.
+	volSize := int64(50 << 20)
+	if fileSize(whole) < 200<<20 {
+		volSize = max(fileSize(whole)/6, 1<<20)
+	}
+	volSizeArg := fmt.Sprint(volSize)
+	out[1].tools = append(out[1].tools, tool{name: fmt.Sprintf("imo pull --volume-size %s MiB --parity 2", mib(volSize)), cmd: func(_ int, dir string) (*exec.Cmd, error) {
+		return exec.Command(b.imo, "pull", "--plain-http", "-q", "--volume-size", volSizeArg, "--parity", "2", "scratch", host+"/app:v2", "-o", filepath.Join(dir, "a.tar")), nil
+	}})
+	volumes := filepath.Join(archives, "volumes")
+	if err := os.MkdirAll(volumes, 0o755); err != nil {
+		return nil, err
+	}
+	made, err := exec.Command(b.imo, "pull", "--plain-http", "-q", "--volume-size", volSizeArg, "--parity", "2", "scratch", host+"/app:v2", "-o", filepath.Join(volumes, "app.tar")).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("imo pull --volume-size: %v\n%s", err, made)
+	}
+	if vols := strings.Fields(string(made)); len(vols) > 3 {
+		os.Remove(vols[1]) // one data volume lost: parity rebuilds it
+	}
+	// The same through a network link rather than from a registry on this
+	// machine: what volumes cost when the network, not the CPU, is the limit.
+	link := strings.TrimPrefix(b.link.URL, "http://")
+	out = append(out, scenario{name: fmt.Sprintf("pull whole over a link (%s MiB/s a connection, %s a request)", mib(linkBandwidth), linkLatency), baseline: "imo pull -o FILE", archive: fileSize(whole), tools: []tool{
+		{name: "imo pull -o FILE", cmd: func(_ int, dir string) (*exec.Cmd, error) {
+			return exec.Command(b.imo, "pull", "--plain-http", "-q", "scratch", link+"/app:v2", "-o", filepath.Join(dir, "a.tar")), nil
+		}},
+		{name: fmt.Sprintf("imo pull --volume-size %s MiB --parity 2", mib(volSize)), cmd: func(_ int, dir string) (*exec.Cmd, error) {
+			return exec.Command(b.imo, "pull", "--plain-http", "-q", "--volume-size", volSizeArg, "--parity", "2", "scratch", link+"/app:v2", "-o", filepath.Join(dir, "a.tar")), nil
+		}},
+	}})
 	layoutDir := filepath.Join(b.work, "layout")
 	lp, err := layout.Write(layoutDir, empty.Index)
 	if err != nil {
@@ -347,10 +386,20 @@ func (b *bench) scenarios() ([]scenario, error) {
 	}
 	out = append(out,
 		scenario{name: "push delta into a registry holding v1", baseline: "go-containerregistry push from a layout (crane push)", archive: fileSize(delta), tools: pushTools("delta", delta, true)},
-		scenario{name: "push whole into an empty repository", baseline: "go-containerregistry push from a layout (crane push)", archive: fileSize(whole), tools: pushTools("whole", whole, false)},
+		scenario{name: "push whole into an empty repository", baseline: "go-containerregistry push from a layout (crane push)", archive: fileSize(whole), tools: append(pushTools("whole", whole, false),
+			tool{name: "imo push of the volumes, one data volume missing (parity 2)", cmd: func(r int, _ string) (*exec.Cmd, error) {
+				return exec.Command(b.imo, "push", "--plain-http", "-q", volumes, fmt.Sprintf("%s/push-volumes-%d:v2", host, r)), nil
+			}})},
 	)
 	return out, nil
 }
+
+// The link of the link scenario: each connection capped, each request
+// delayed.
+const (
+	linkBandwidth = 50 << 20
+	linkLatency   = 5 * time.Millisecond
+)
 
 // measure runs every tool of s in alternation, o.runs times, and prints a row per tool.
 func (b *bench) measure(s scenario) error {

@@ -40,8 +40,10 @@ type Set struct {
 	mu    sync.Mutex
 	bad   map[pieceKey]bool // pieces found damaged
 	cache []cachedPiece     // the latest pieces read, oldest first
+	free  [][]byte          // piece buffers to use again
 
 	repair sync.Mutex // one stripe rebuilt at a time
+	stripe [][]byte   // a piece of every volume, for rebuilding; under repair
 }
 
 // Problem is a file given as a volume that could not serve as one.
@@ -394,11 +396,10 @@ func (s *Set) ReadAt(p []byte, off int64) (int, error) {
 		d := int(off / s.h.Stride)
 		within := off - int64(d)*s.h.Stride
 		j := int(within / s.h.PieceSize)
-		b, err := s.dataPiece(d+1, j)
+		c, err := s.copyPiece(p[n:], d+1, j, within-int64(j)*s.h.PieceSize)
 		if err != nil {
 			return n, err
 		}
-		c := copy(p[n:], b[within-int64(j)*s.h.PieceSize:])
 		n += c
 		off += int64(c)
 	}
@@ -418,32 +419,99 @@ func (s *Set) dataSize(number int) int64 {
 	return size
 }
 
-// dataPiece returns piece j of data volume number, checked or rebuilt.
-func (s *Set) dataPiece(number, j int) ([]byte, error) {
-	if b := s.cached(number, j); b != nil {
-		return b, nil
+// copyPiece copies into p the bytes of piece j of data volume number from
+// at on, reading the piece (checked, or rebuilt) unless it is cached.
+// Pieces are copied from under the lock, so that a buffer is used again
+// only once no reader copies from it.
+func (s *Set) copyPiece(p []byte, number, j int, at int64) (int, error) {
+	s.mu.Lock()
+	if b := s.cachedLocked(number, j); b != nil {
+		defer s.mu.Unlock()
+		return copy(p, b[at:]), nil
 	}
+	s.mu.Unlock()
+	buf := s.buffer()
+	b, err := s.loadPiece(number, j, buf)
+	if err != nil {
+		s.release(buf)
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.cachedLocked(number, j); old != nil { // another reader loaded it meanwhile
+		s.free = append(s.free, buf)
+		return copy(p, old[at:]), nil
+	}
+	if len(s.cache) == cachedPieces {
+		s.free = append(s.free, s.cache[0].b[:0])
+		s.cache = s.cache[1:]
+	}
+	s.cache = append(s.cache, cachedPiece{number, j, b})
+	return copy(p, b[at:]), nil
+}
+
+// loadPiece reads piece j of data volume number into buf, checked, or
+// rebuilds it there.
+func (s *Set) loadPiece(number, j int, buf []byte) ([]byte, error) {
 	if v := s.data[number-1]; v != nil && !s.isBad(KindData, number, j) {
-		if b, ok := s.readPiece(v, j); ok {
-			s.keep(number, j, b)
+		if b, ok := s.readPiece(v, j, buf); ok {
 			return b, nil
 		}
 	}
-	return s.rebuild(number, j)
+	return s.rebuild(number, j, buf)
 }
 
-// readPiece reads piece j of v and checks it against v's sums; a piece
-// that does not read or match is marked damaged.
-func (s *Set) readPiece(v *inVolume, j int) ([]byte, bool) {
-	b := make([]byte, s.pieceLen(v.h.Size, j))
+// buffer returns a piece buffer, used before or new.
+func (s *Set) buffer() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(s.free); n > 0 {
+		b := s.free[n-1]
+		s.free = s.free[:n-1]
+		return b[:cap(b)]
+	}
+	return make([]byte, s.h.PieceSize)
+}
+
+func (s *Set) release(b []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.free = append(s.free, b)
+}
+
+// readPiece reads piece j of v into buf, which must hold it, or a new
+// buffer when buf is nil, and checks it against v's sums; a piece that
+// does not read or match is marked damaged.
+func (s *Set) readPiece(v *inVolume, j int, buf []byte) ([]byte, bool) {
+	n := s.pieceLen(v.h.Size, j)
+	if buf == nil {
+		buf = make([]byte, n)
+	}
+	b := buf[:n]
 	_, err := v.f.ReadAt(b, v.payloadAt+int64(j)*s.h.PieceSize)
 	if err == nil && sha256.Sum256(b) == v.sums[j] {
 		return b, true
 	}
-	s.mu.Lock()
-	s.bad[pieceKey{v.h.Kind, v.h.Number, j}] = true
-	s.mu.Unlock()
+	s.markBad(v, j)
 	return nil, false
+}
+
+// checkPiece hashes piece j of v through buf and checks it against v's
+// sums, as readPiece does, holding no more than buf in memory.
+func (s *Set) checkPiece(v *inVolume, j int, buf []byte) bool {
+	h := sha256.New()
+	r := io.NewSectionReader(v.f, v.payloadAt+int64(j)*s.h.PieceSize, s.pieceLen(v.h.Size, j))
+	if n, err := io.CopyBuffer(h, r, buf); err == nil && n == r.Size() && [sha256.Size]byte(h.Sum(nil)) == v.sums[j] {
+		return true
+	}
+	s.markBad(v, j)
+	return false
+}
+
+func (s *Set) markBad(v *inVolume, j int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bad[pieceKey{v.h.Kind, v.h.Number, j}] = true
 }
 
 func (s *Set) isBad(kind string, number, j int) bool {
@@ -452,9 +520,9 @@ func (s *Set) isBad(kind string, number, j int) bool {
 	return s.bad[pieceKey{kind, number, j}]
 }
 
-func (s *Set) cached(number, j int) []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// cachedLocked returns piece j of data volume number if it is cached; the
+// caller holds s.mu.
+func (s *Set) cachedLocked(number, j int) []byte {
 	for _, c := range s.cache {
 		if c.number == number && c.piece == j {
 			return c.b
@@ -463,69 +531,57 @@ func (s *Set) cached(number, j int) []byte {
 	return nil
 }
 
-func (s *Set) keep(number, j int, b []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.cache) == cachedPieces {
-		s.cache = s.cache[1:]
-	}
-	s.cache = append(s.cache, cachedPiece{number, j, b})
-}
-
-// rebuild rebuilds piece j of data volume number from stripe j of the
-// other volumes, keeping every data piece it rebuilds.
-func (s *Set) rebuild(number, j int) ([]byte, error) {
+// rebuild rebuilds piece j of data volume number into buf from stripe j
+// of the other volumes.
+func (s *Set) rebuild(number, j int, buf []byte) ([]byte, error) {
 	s.repair.Lock()
 	defer s.repair.Unlock()
-	if b := s.cached(number, j); b != nil {
-		return b, nil
-	}
 	if s.enc == nil {
 		return nil, s.stripeLost(j)
 	}
 	n := s.pieceLen(s.h.Stride, j) // the stripe's length
-	shards := make([][]byte, s.h.DataVolumes+s.h.ParityVolumes)
+	if s.stripe == nil {
+		s.stripe = make([][]byte, s.h.DataVolumes+s.h.ParityVolumes)
+		for i := range s.stripe {
+			s.stripe[i] = make([]byte, s.h.PieceSize)
+		}
+	}
+	shards := make([][]byte, len(s.stripe))
 	have := 0
 	for i, v := range slices.Concat(s.data, s.parity) {
 		size := s.h.Stride
 		if i < s.h.DataVolumes {
 			size = s.dataSize(i + 1)
 		}
+		piece := s.stripe[i][:n]
 		switch {
+		case have == s.h.DataVolumes:
+			// Enough to rebuild from: the rest is rebuilt too.
 		case s.pieceLen(size, j) == 0: // beyond the last data volume's end: zeros
-			shards[i] = make([]byte, n)
+			clear(piece)
+			shards[i] = piece
+			have++
 		case v == nil || s.isBad(v.h.Kind, v.h.Number, j):
-			continue
 		default:
-			b, ok := s.readPiece(v, j)
-			if !ok {
-				continue
+			b, ok := s.readPiece(v, j, piece)
+			if ok {
+				clear(piece[len(b):])
+				shards[i] = piece
+				have++
 			}
-			shards[i] = append(b, make([]byte, n-int64(len(b)))...)
 		}
-		have++
-		if have == s.h.DataVolumes {
-			break
+		if shards[i] == nil {
+			shards[i] = piece[:0] // to rebuild, in this buffer
 		}
 	}
 	if have < s.h.DataVolumes {
 		return nil, s.stripeLost(j)
 	}
-	missing := map[int]bool{}
-	for d := range s.h.DataVolumes {
-		missing[d] = shards[d] == nil
-	}
 	if err := s.enc.ReconstructData(shards); err != nil {
 		return nil, fmt.Errorf("rebuilding piece %d of %s from parity: %w", j+1, s.Name(), err)
 	}
-	for d := range s.h.DataVolumes {
-		if missing[d] && d+1 != number {
-			s.keep(d+1, j, shards[d][:s.pieceLen(s.dataSize(d+1), j)])
-		}
-	}
-	b := shards[number-1][:s.pieceLen(s.dataSize(number), j)]
-	s.keep(number, j, b)
-	return b, nil
+	// The stripe's buffers are used again: the piece goes to buf.
+	return buf[:copy(buf, shards[number-1][:s.pieceLen(s.dataSize(number), j)])], nil
 }
 
 // stripeLost is the error for a stripe that too many volumes lack.

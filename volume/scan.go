@@ -114,11 +114,12 @@ func (s *Set) Scan(ctx context.Context) (*Report, error) {
 			continue
 		}
 		eg.Go(func() error {
+			buf := make([]byte, 256<<10)
 			for j := range v.h.Pieces() {
 				if err := ectx.Err(); err != nil {
 					return err
 				}
-				if _, ok := s.readPiece(v, j); !ok {
+				if !s.checkPiece(v, j, buf) {
 					damaged[i] = append(damaged[i], j)
 				}
 			}

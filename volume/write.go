@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 
 	"github.com/imokit/imo/archive"
@@ -33,10 +32,11 @@ type Writer struct {
 
 // outVolume is a volume being written.
 type outVolume struct {
-	h    *Header
-	l    *volumeLayout
-	path string // its name once written
-	f    *os.File
+	h      *Header
+	l      *volumeLayout
+	path   string // its name once written
+	f      *os.File
+	hashes *pieceHashes // a data volume's pieces, hashed as written
 }
 
 // Create plans the volume set of the archive laid out by l, in volumes of
@@ -60,7 +60,7 @@ func Create(l *archive.Layout, out string, size int64, parity int) (*Writer, err
 		if err != nil {
 			return fmt.Errorf("creating %s: %w", h.Title(), err)
 		}
-		w.vols = append(w.vols, &outVolume{h: h, l: vl, path: path, f: f})
+		w.vols = append(w.vols, &outVolume{h: h, l: vl, path: path, f: f, hashes: newPieceHashes(s.piece, h.Size)})
 		if _, err := f.WriteAt(vl.prefix, 0); err != nil {
 			return fmt.Errorf("writing %s: %w", path+PartialSuffix, err)
 		}
@@ -104,6 +104,7 @@ func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
 		if _, err := v.f.WriteAt(p[:n], v.l.payloadAt+within); err != nil {
 			return written, fmt.Errorf("writing %s: %w", v.f.Name(), err)
 		}
+		v.hashes.wrote(p[:n], within)
 		written += n
 		p, off = p[n:], off+int64(n)
 	}
@@ -138,8 +139,11 @@ func (w *Writer) Salt() string {
 
 // Commit finishes the set once the whole archive is written: it hashes
 // every piece of every data volume, computes the parity volumes stripe by
-// stripe, writes each volume's sums, syncs the volumes to disk and gives
-// them their names. Memory holds one stripe: a piece of every volume.
+// stripe, writes each volume's sums and gives the volumes their names.
+// Memory holds one stripe: a piece of every volume. Like a single archive's
+// write, it does not fsync: the renames are atomic against the process
+// failing, and durability against power loss is left to the file system
+// (imo verify checks a set before it is trusted).
 func (w *Writer) Commit(ctx context.Context) error {
 	sums, err := w.sumsAndParity(ctx)
 	if err != nil {
@@ -154,10 +158,6 @@ func (w *Writer) Commit(ctx context.Context) error {
 		if err := os.Rename(v.path+PartialSuffix, v.path); err != nil {
 			return fmt.Errorf("naming %s: %w", v.path, err)
 		}
-	}
-	if d, err := os.Open(filepath.Dir(w.vols[0].path)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
@@ -183,7 +183,7 @@ func (w *Writer) Abort() {
 	}
 }
 
-// finish writes the volume's tail, sums and tar trailer, and syncs it.
+// finish writes the volume's tail, sums and tar trailer, and closes it.
 func (v *outVolume) finish(sums []byte) error {
 	f := v.f
 	tail := append(append([]byte{}, v.l.tail...), sums...)
@@ -195,9 +195,6 @@ func (v *outVolume) finish(sums []byte) error {
 	if err := f.Truncate(v.l.total); err != nil { // an earlier attempt's may be longer
 		return fmt.Errorf("writing %s: %w", f.Name(), err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", f.Name(), err)
-	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", f.Name(), err)
 	}
@@ -206,8 +203,9 @@ func (v *outVolume) finish(sums []byte) error {
 }
 
 // sumsAndParity reads the data volumes back stripe by stripe, hashing each
-// piece and computing and writing the parity pieces; it returns every
-// volume's sums.
+// piece not hashed as it was written, and computing and writing the parity
+// pieces; it returns every volume's sums. Without parity, only the pieces
+// not yet hashed are read.
 func (w *Writer) sumsAndParity(ctx context.Context) ([][]byte, error) {
 	s := w.s
 	shards := make([][]byte, len(w.vols))
@@ -245,13 +243,21 @@ func (w *Writer) sumsAndParity(ctx context.Context) ([][]byte, error) {
 				}
 				continue
 			}
+			sum, hashed := v.hashes.sum(j)
+			if hashed && enc == nil {
+				sums[d] = appendHex(sums[d], sum)
+				continue
+			}
 			eg.Go(func() error {
 				m := min(n, v.h.Size-at)
 				if _, err := v.f.ReadAt(stripe[d][:m], v.l.payloadAt+at); err != nil {
 					return fmt.Errorf("reading %s back: %w", v.f.Name(), err)
 				}
 				clear(stripe[d][m:])
-				sums[d] = appendSum(sums[d], stripe[d][:m])
+				if !hashed {
+					sum = sha256.Sum256(stripe[d][:m])
+				}
+				sums[d] = appendHex(sums[d], sum)
 				return nil
 			})
 		}
@@ -270,7 +276,7 @@ func (w *Writer) sumsAndParity(ctx context.Context) ([][]byte, error) {
 				if _, err := v.f.WriteAt(stripe[i], v.l.payloadAt+at); err != nil {
 					return fmt.Errorf("writing %s: %w", v.f.Name(), err)
 				}
-				sums[i] = appendSum(sums[i], stripe[i])
+				sums[i] = appendHex(sums[i], sha256.Sum256(stripe[i]))
 				return nil
 			})
 		}
@@ -281,10 +287,9 @@ func (w *Writer) sumsAndParity(ctx context.Context) ([][]byte, error) {
 	return sums, nil
 }
 
-// appendSum appends the sums line of a piece.
-func appendSum(sums, piece []byte) []byte {
-	h := sha256.Sum256(piece)
-	return append(hex.AppendEncode(sums, h[:]), '\n')
+// appendHex appends a piece's sums line.
+func appendHex(sums []byte, sum [sha256.Size]byte) []byte {
+	return append(hex.AppendEncode(sums, sum[:]), '\n')
 }
 
 var _ io.WriterAt = (*Writer)(nil)

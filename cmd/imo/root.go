@@ -21,7 +21,9 @@ registry ends up with exactly the final image, digest for digest.
   imo vet  difference.tar site-registry:5000/app:v2
   imo push difference.tar site-registry:5000/app:v2
 
-Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the destination.`,
+Exit status: 0 success, 1 failure, 2 usage error, 3 blobs missing at the
+destination (or volumes of a set, beyond its parity), 4 the archive refused by
+--verify-key, 130 and 143 stopped by SIGINT and SIGTERM.`,
 		Version: version(),
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
