@@ -226,14 +226,17 @@ func setOf(path string) string {
 }
 
 func noVolume(paths []string, ignored []Problem) error {
-	if len(ignored) == 0 {
+	switch len(ignored) {
+	case 0:
 		return fmt.Errorf("%w: no volume in %s", ErrInvalid, strings.Join(paths, ", "))
+	case 1:
+		return ignored[0].Err
 	}
 	var msgs []string
 	for _, p := range ignored {
 		msgs = append(msgs, p.Err.Error())
 	}
-	return fmt.Errorf("no volume of %s reads: %s", strings.Join(paths, ", "), strings.Join(msgs, "; "))
+	return fmt.Errorf("%w: none of the %d volumes of %s reads: %s", ErrInvalid, len(ignored), strings.Join(paths, ", "), strings.Join(msgs, "; "))
 }
 
 func closeAll(vols []*inVolume) {
