@@ -3,7 +3,6 @@ package archive
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -20,7 +19,7 @@ type resumeFixture struct {
 	l       *Layout
 	whole   []byte
 	layers  []v1.Descriptor
-	blobs   map[v1.Hash][]byte
+	blobs   testBlobs
 	fetched atomic.Int64
 	cut     v1.Hash // the blob to cut short
 	cutAt   int64
@@ -30,42 +29,21 @@ var errCut = errors.New("the connection is gone")
 
 func newResumeFixture(t *testing.T, sizes ...int) *resumeFixture {
 	t.Helper()
-	f := &resumeFixture{blobs: map[v1.Hash][]byte{}}
+	f := &resumeFixture{blobs: testBlobs{}}
 	rng := rand.New(rand.NewPCG(7, uint64(len(sizes))))
-	desc := func(mt types.MediaType, b []byte) v1.Descriptor {
-		h, n, _ := v1.SHA256(bytes.NewReader(b))
-		f.blobs[h] = b
-		return v1.Descriptor{MediaType: mt, Digest: h, Size: n}
-	}
-	var planned []PlanBlob
 	for _, n := range sizes {
 		b := make([]byte, n)
 		for i := range b {
 			b[i] = byte(rng.Uint32())
 		}
-		d := desc(types.OCILayer, b)
-		f.layers = append(f.layers, d)
-		planned = append(planned, PlanBlob{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size, Included: true})
+		f.layers = append(f.layers, f.blobs.add(types.OCILayer, b))
 	}
-	config := desc(types.OCIConfigJSON, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
-	planned = append(planned, PlanBlob{MediaType: config.MediaType, Digest: config.Digest, Size: config.Size, Config: true, Included: true})
-	manifest, err := json.Marshal(v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1, Config: config, Layers: f.layers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	md := desc(types.OCIManifestSchema1, manifest)
-	plan := &Plan{Version: PlanVersion, Blobs: planned,
-		Images: []PlanImage{NewPlanImage(ImageRef{Reference: "reg.example/app:v2", Digest: md.Digest}, ImageRef{Reference: "scratch"}, []v1.Descriptor{md})}}
-	md.Annotations = map[string]string{RefNameAnnotation: "reg.example/app:v2"}
-	if f.l, err = Build(Contents{Plan: plan, Index: &v1.IndexManifest{SchemaVersion: 2, Manifests: []v1.Descriptor{md}},
-		Manifests: []Manifest{{Digest: md.Digest, Raw: manifest}}}); err != nil {
+	var err error
+	if f.l, err = Build(oneImage(t, f.blobs, f.layers, nil)); err != nil {
 		t.Fatal(err)
 	}
 	var whole bytes.Buffer
-	fetch := func(_ context.Context, d v1.Descriptor) (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(f.blobs[d.Digest])), nil
-	}
-	if err := f.l.WriteTo(context.Background(), &whole, fetch, 2); err != nil {
+	if err := f.l.WriteTo(context.Background(), &whole, f.blobs.fetch, 2); err != nil {
 		t.Fatal(err)
 	}
 	f.whole = whole.Bytes()
