@@ -439,8 +439,11 @@ func TestPullToFileFailure(t *testing.T) {
 	if !errors.Is(err, imo.ErrDigestMismatch) {
 		t.Errorf("PullToFile() = %v, want ErrDigestMismatch", err)
 	}
+	// Whether out.tar.partial stays depends on whether another blob wrote a
+	// byte before the corrupt one failed; nothing else may be there.
 	entries, _ := os.ReadDir(dir)
-	if b, _ := os.ReadFile(path); len(entries) != 2 || entries[1].Name() != "out.tar.partial" || string(b) != "previous" {
-		t.Errorf("a failed PullToFile left %v and changed the existing one to %q; want it unchanged, and out.tar.partial to resume", entries, b)
+	partial := len(entries) == 2 && entries[1].Name() == "out.tar.partial"
+	if b, _ := os.ReadFile(path); len(entries) != 1 && !partial || string(b) != "previous" {
+		t.Errorf("a failed PullToFile left %v and changed the existing one to %q; want it unchanged, and at most out.tar.partial beside it", entries, b)
 	}
 }

@@ -137,7 +137,7 @@ func TestDryRun(t *testing.T) {
 }
 
 // TestFailedPullKeepsArchive checks that a failed pull leaves the archive
-// it would replace as it was, and its partial file to resume.
+// it would replace as it was, with nothing beside it but its partial file.
 func TestFailedPullKeepsArchive(t *testing.T) {
 	src, _, pair := registries(t, nil, nil)
 	src.Corrupt(pair.Changed[0])
@@ -150,8 +150,11 @@ func TestFailedPullKeepsArchive(t *testing.T) {
 	if r.code != exitError || !strings.Contains(r.stderr, pair.Changed[0].String()) {
 		t.Errorf("imo pull of a corrupt blob: want exit 1 naming the blob:\n%s", r)
 	}
+	// The partial file stays only if another blob wrote a byte before the
+	// corrupt one failed.
 	entries, _ := os.ReadDir(dir)
-	if b, _ := os.ReadFile(archive); len(entries) != 2 || entries[1].Name() != "difference.tar.partial" || string(b) != "the previous archive" {
+	partial := len(entries) == 2 && entries[1].Name() == "difference.tar.partial"
+	if b, _ := os.ReadFile(archive); len(entries) != 1 && !partial || string(b) != "the previous archive" {
 		t.Errorf("a failed pull left %v and changed the existing archive to %q", entries, b)
 	}
 }
