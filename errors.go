@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/graph"
+	"github.com/imokit/imo/internal/layout"
 	"github.com/imokit/imo/internal/verify"
 	"github.com/imokit/imo/inventory"
 	"github.com/imokit/imo/volume"
@@ -37,6 +38,14 @@ var (
 	// in a tar: a bad entry, a missing or malformed index.json, a manifest
 	// that is absent or does not parse (archive.ErrInvalid).
 	ErrInvalidArchive = archive.ErrInvalid
+
+	// ErrInvalidLayout means a directory named as an OCI layout
+	// (oci:DIR) is not one: no oci-layout file, or an index.json that is
+	// missing or does not parse.
+	ErrInvalidLayout = layout.ErrInvalid
+
+	// ErrBlobNotInLayout means an OCI layout lacks a blob its image needs.
+	ErrBlobNotInLayout = layout.ErrBlobNotFound
 
 	// ErrInvalidManifest means a manifest or index does not parse, or its
 	// tree is beyond imo's limits (more than 10,000 manifests, indexes
@@ -90,6 +99,10 @@ var (
 	// as the push side, or without sub-layer deltas.
 	ErrEncoderMismatch = errors.New("sub-layer delta needs an encoder this build does not reproduce")
 )
+
+// ImageNotFoundError means an OCI layout or oci-archive lists no image by
+// the tag or digest asked for; it lists the names it has.
+type ImageNotFoundError = layout.NotFoundError
 
 // DigestMismatchError reports content whose digest or size differs from its
 // descriptor: Source says where it was read (a registry repository or an

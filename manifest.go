@@ -32,7 +32,7 @@ func (i *Incremental) Manifest(ctx context.Context, ref string, platform *v1.Pla
 	if err != nil || platform == nil || !top.Desc.MediaType.IsIndex() {
 		return top.Desc, top.Raw, err
 	}
-	_, matched, err := matchPlatforms(ctx, repo, r.Fetch(), top, []v1.Platform{*platform})
+	_, matched, err := matchPlatforms(ctx, repo, r.Fetch().String(), top, []v1.Platform{*platform})
 	switch {
 	case err != nil:
 		return v1.Descriptor{}, nil, err

@@ -8,42 +8,11 @@ import (
 	"io"
 	"slices"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo/internal/graph"
 	"github.com/imokit/imo/internal/reference"
 	"github.com/imokit/imo/internal/registry"
 )
-
-// fetchImage resolves r through client and reads its manifest tree,
-// keeping only the given platforms when there are any. The image's ref is
-// its tag when r names one (checked to agree with a digest r names too),
-// else its digest.
-func (i *Incremental) fetchImage(ctx context.Context, client *registry.Client, r reference.Ref, platforms []v1.Platform) (pulledImage, error) {
-	repo, err := client.Open(ctx, r.Repo)
-	if err != nil {
-		return pulledImage{}, err
-	}
-	top, err := resolveRef(ctx, repo, r)
-	if err != nil {
-		return pulledImage{}, err
-	}
-	ref := r.Fetch()
-	if r.Tag != "" {
-		ref = r.Repo.Tag(r.Tag)
-	}
-	i.opts.reporter.Report(Event{Kind: ImageResolved, Ref: r.String(), Digest: top.Desc.Digest, MediaType: top.Desc.MediaType, Size: top.Desc.Size})
-	if len(platforms) > 0 {
-		if top, err = selectPlatforms(ctx, repo, ref, top, platforms); err != nil {
-			return pulledImage{}, err
-		}
-	}
-	g, err := graph.Walk(ctx, top, repo, repo.Name().String(), i.opts.jobs)
-	if err != nil {
-		return pulledImage{}, fmt.Errorf("reading manifests of %s: %w", r, err)
-	}
-	return pulledImage{ref: ref, graph: g, repo: repo}, nil
-}
 
 // resolveRef fetches the manifest r names. When r names both a tag and a
 // digest, the digest is fetched and the tag must point at it.
@@ -66,13 +35,13 @@ func resolveRef(ctx context.Context, repo *registry.Repository, r reference.Ref)
 // selectPlatforms narrows top to the manifests matching platforms: the
 // matching child itself when one matches, a new index of the matches when
 // several do.
-func selectPlatforms(ctx context.Context, repo *registry.Repository, ref name.Reference, top graph.Node, platforms []v1.Platform) (graph.Node, error) {
-	idx, matched, err := matchPlatforms(ctx, repo, ref, top, platforms)
+func selectPlatforms(ctx context.Context, src imageSource, name string, top graph.Node, platforms []v1.Platform) (graph.Node, error) {
+	idx, matched, err := matchPlatforms(ctx, src, name, top, platforms)
 	if err != nil || idx == nil {
 		return top, err
 	}
 	if len(matched) == 1 {
-		raw, err := repo.Manifest(ctx, matched[0])
+		raw, err := src.Manifest(ctx, matched[0])
 		return graph.Node{Desc: matched[0], Raw: raw}, err
 	}
 	idx.Manifests = matched
@@ -91,10 +60,10 @@ func selectPlatforms(ctx context.Context, repo *registry.Repository, ref name.Re
 // of platforms, and the parsed index; for a single image it checks the
 // image's platform and returns no index. Matching nothing is a
 // [*PlatformError].
-func matchPlatforms(ctx context.Context, repo *registry.Repository, ref name.Reference, top graph.Node, platforms []v1.Platform) (*v1.IndexManifest, []v1.Descriptor, error) {
+func matchPlatforms(ctx context.Context, src imageSource, name string, top graph.Node, platforms []v1.Platform) (*v1.IndexManifest, []v1.Descriptor, error) {
 	wanted := platformStrings(platforms)
 	if !top.Desc.MediaType.IsIndex() {
-		p, err := imagePlatform(ctx, repo, top)
+		p, err := imagePlatform(ctx, src, name, top)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -103,11 +72,11 @@ func matchPlatforms(ctx context.Context, repo *registry.Repository, ref name.Ref
 				return nil, nil, nil
 			}
 		}
-		return nil, nil, &PlatformError{Image: ref.String(), Wanted: wanted, Available: []string{p.String()}}
+		return nil, nil, &PlatformError{Image: name, Wanted: wanted, Available: []string{p.String()}}
 	}
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(top.Raw))
 	if err != nil {
-		return nil, nil, fmt.Errorf("parsing index %s: %w", ref, err)
+		return nil, nil, fmt.Errorf("parsing index %s: %w", name, err)
 	}
 	var matched []v1.Descriptor
 	var available []string
@@ -126,32 +95,32 @@ func matchPlatforms(ctx context.Context, repo *registry.Repository, ref name.Ref
 		}
 	}
 	if len(matched) == 0 {
-		return nil, nil, &PlatformError{Image: ref.String(), Wanted: wanted, Available: available}
+		return nil, nil, &PlatformError{Image: name, Wanted: wanted, Available: available}
 	}
 	return idx, matched, nil
 }
 
 // imagePlatform reads the platform of a single image from its config.
-func imagePlatform(ctx context.Context, repo *registry.Repository, n graph.Node) (v1.Platform, error) {
+func imagePlatform(ctx context.Context, src imageSource, name string, n graph.Node) (v1.Platform, error) {
 	m, err := v1.ParseManifest(bytes.NewReader(n.Raw))
 	if err != nil {
 		return v1.Platform{}, fmt.Errorf("parsing manifest %s: %w", n.Desc.Digest, err)
 	}
 	if m.Config.Size > graph.MaxManifestSize {
-		return v1.Platform{}, fmt.Errorf("%w: config %s of %s declares %d bytes, more than the %d allowed", ErrInvalidManifest, m.Config.Digest, repo.Name(), m.Config.Size, graph.MaxManifestSize)
+		return v1.Platform{}, fmt.Errorf("%w: config %s of %s declares %d bytes, more than the %d allowed", ErrInvalidManifest, m.Config.Digest, name, m.Config.Size, graph.MaxManifestSize)
 	}
-	rc, err := repo.Blob(ctx, m.Config, nil)
+	rc, err := src.Blob(ctx, m.Config, nil)
 	if err != nil {
 		return v1.Platform{}, err
 	}
 	defer rc.Close()
 	raw, err := io.ReadAll(rc) // to the end, where the digest is checked
 	if err != nil {
-		return v1.Platform{}, fmt.Errorf("reading config %s of %s: %w", m.Config.Digest, repo.Name(), err)
+		return v1.Platform{}, fmt.Errorf("reading config %s of %s: %w", m.Config.Digest, name, err)
 	}
 	cf, err := v1.ParseConfigFile(bytes.NewReader(raw))
 	if err != nil {
-		return v1.Platform{}, fmt.Errorf("parsing config %s of %s: %w", m.Config.Digest, repo.Name(), err)
+		return v1.Platform{}, fmt.Errorf("parsing config %s of %s: %w", m.Config.Digest, name, err)
 	}
 	if p := cf.Platform(); p != nil {
 		return *p, nil

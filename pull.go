@@ -84,29 +84,34 @@ type Difference struct {
 	local  map[v1.Hash]archive.File
 	deltas map[v1.Hash]archive.File
 	tmp    string // the directory holding them, removed by Close
+	opened *closers
 }
 
 // pulledImage is one final image of a pull, or an artifact referring to
 // one, or a base.
 type pulledImage struct {
-	ref     name.Reference
+	name    string         // the image as the user wrote it, for events and errors
+	ref     name.Reference // in a registry; nil elsewhere
 	graph   *graph.Graph
-	repo    *registry.Repository
-	subject v1.Hash      // for an artifact, the manifest it refers to
-	base    *pulledImage // for a final image, its base; nil for scratch and artifacts
+	src     imageSource
+	repo    *registry.Repository // src, when it is a registry; nil elsewhere
+	subject v1.Hash              // for an artifact, the manifest it refers to
+	base    *pulledImage         // for a final image, its base; nil for scratch and artifacts
 }
 
 // Plan is what the archive carries and leaves out, and why: the archive's
 // imo.json.
 func (d *Difference) Plan() *archive.Plan { return d.plan }
 
-// Close removes the files the pull made and drops idle connections.
+// Close removes the files the pull made, closes the layouts and archives
+// it read, and drops idle connections.
 func (d *Difference) Close() error {
 	d.i.closeIdle()
+	err := d.opened.Close()
 	if d.tmp != "" {
-		return os.RemoveAll(d.tmp)
+		err = errors.Join(err, os.RemoveAll(d.tmp))
 	}
-	return nil
+	return err
 }
 
 // WriteTo writes the archive to w, in order, as [Incremental.Pull] streams
@@ -271,7 +276,7 @@ func (d *Difference) layout() (*archive.Layout, error) {
 	for _, config := range []bool{true, false} {
 		for _, b := range d.plan.Blobs {
 			if b.Config == config && !b.Included {
-				r.Report(Event{Kind: BlobSkipped, Ref: d.sourceOf(b.Digest).ref.String(), Digest: b.Digest, MediaType: b.MediaType, Size: b.Size, Reason: string(b.Reason)})
+				r.Report(Event{Kind: BlobSkipped, Ref: d.sourceOf(b.Digest).name, Digest: b.Digest, MediaType: b.MediaType, Size: b.Size, Reason: string(b.Reason)})
 			}
 		}
 	}
@@ -286,9 +291,9 @@ func (d *Difference) sourceOf(h v1.Hash) pulledImage { return d.images[d.source[
 func (d *Difference) fetch(ctx context.Context, desc v1.Descriptor) (io.ReadCloser, error) {
 	r := d.i.opts.reporter
 	src := d.sourceOf(desc.Digest)
-	ev := Event{Kind: BlobStarted, Ref: src.ref.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
+	ev := Event{Kind: BlobStarted, Ref: src.name, Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}
 	r.Report(ev)
-	rc, err := src.repo.Blob(ctx, desc, func(n int64) {
+	rc, err := src.src.Blob(ctx, desc, func(n int64) {
 		p := ev
 		p.Kind, p.Complete = BlobProgress, n
 		r.Report(p)
@@ -318,21 +323,21 @@ func (d *doneReader) Read(p []byte) (int, error) {
 
 // fetchFrom opens a blob from byte off on, for a resumable write, reporting
 // its start, progress and end.
-func (d *Difference) fetchFrom(ctx context.Context, desc v1.Descriptor, off int64) (io.ReadCloser, error) {
+func (d *Difference) fetchFrom(ctx context.Context, desc v1.Descriptor, off int64) (io.ReadCloser, string, error) {
 	r := d.i.opts.reporter
 	src := d.sourceOf(desc.Digest)
-	ev := Event{Kind: BlobStarted, Ref: src.ref.String(), Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Complete: off}
+	ev := Event{Kind: BlobStarted, Ref: src.name, Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Complete: off}
 	r.Report(ev)
-	rc, err := src.repo.BlobFrom(ctx, desc, off, func(n int64) {
+	rc, err := src.src.BlobFrom(ctx, desc, off, func(n int64) {
 		p := ev
 		p.Kind, p.Complete = BlobProgress, n
 		r.Report(p)
 	})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ev.Kind, ev.Complete = BlobDone, desc.Size
-	return &doneReader{ReadCloser: rc, done: func() { r.Report(ev) }}, nil
+	return &doneReader{ReadCloser: rc, done: func() { r.Report(ev) }}, src.name, nil
 }
 
 // dockerLoad returns the docker-load manifest when every image of the

@@ -33,9 +33,13 @@ type referrer struct {
 // findReferrers returns the artifacts that refer to img or to any of its
 // child manifests, in a fixed order: by subject, then by reference. They
 // come from img's repository: cosign's tags, then the referrers API or its
-// tag fallback.
+// tag fallback. An image read from a layout or archive has none: they
+// are looked for in registries only.
 func (i *Incremental) findReferrers(ctx context.Context, img pulledImage) ([]pulledImage, error) {
 	repo := img.repo
+	if repo == nil {
+		return nil, nil
+	}
 	var mu sync.Mutex
 	var found []referrer
 	add := func(r referrer) {
@@ -89,7 +93,7 @@ func (i *Incremental) findReferrers(ctx context.Context, img pulledImage) ([]pul
 		if err != nil {
 			return nil, fmt.Errorf("reading manifests of %s: %w", r.ref, err)
 		}
-		out = append(out, pulledImage{ref: r.ref, graph: g, repo: repo, subject: r.subject})
+		out = append(out, pulledImage{name: r.ref.String(), ref: r.ref, graph: g, src: repo, repo: repo, subject: r.subject})
 	}
 	return out, nil
 }

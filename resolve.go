@@ -27,30 +27,34 @@ func (i *Incremental) Resolve(ctx context.Context, images Images) (*Difference, 
 	if i.err != nil {
 		return nil, i.err
 	}
-	d, err := i.resolve(ctx, images.pairs(), images.bundle())
+	opened := &closers{}
+	d, err := i.resolve(ctx, images.pairs(), images.bundle(), opened)
 	if err != nil {
 		i.closeIdle()
+		opened.Close()
 		return nil, err
 	}
 	return d, nil
 }
 
-// pairRefs is a pair's parsed references; base is nil for scratch.
+// pairRefs is where a pair's images live; base is nil for scratch.
 type pairRefs struct {
-	base  *reference.Ref
-	final reference.Ref
+	base  *reference.Location
+	final reference.Location
 }
 
-func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool) (*Difference, error) {
+// resolve resolves pairs; the layouts and archives it reads are added to
+// opened.
+func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool, opened *closers) (*Difference, error) {
 	refs, err := i.parsePairs(pairs)
 	if err != nil {
 		return nil, err
 	}
-	finals, err := i.fetchImages(ctx, refs)
+	finals, err := i.fetchImages(ctx, refs, opened)
 	if err != nil {
 		return nil, err
 	}
-	d := &Difference{i: i, source: map[v1.Hash]int{}}
+	d := &Difference{i: i, source: map[v1.Hash]int{}, opened: opened}
 	var planned []archive.PlanImage
 	var uses []imageBlobs
 	for n, final := range finals {
@@ -75,7 +79,7 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool) (*
 		for k, f := range found {
 			called := pairs[n].Final
 			if k > 0 {
-				called = f.ref.String()
+				called = f.name
 			}
 			pi := archive.NewPlanImage(archive.ImageRef{Reference: called, Digest: f.graph.Top().Desc.Digest}, base, f.graph.Descriptors())
 			pi.Subject = f.subject
@@ -130,7 +134,7 @@ func (i *Incremental) parsePairs(pairs []Pair) ([]pairRefs, error) {
 			return nil, fmt.Errorf("%w: pair %d: %v", ErrInvalidPairs, n+1, err)
 		}
 		var err error
-		if refs[n].final, err = i.parseRef(p.Final); err != nil {
+		if refs[n].final, err = i.parseLocation(p.Final); err != nil {
 			return nil, fmt.Errorf("final image%s: %w", where, err)
 		}
 		if seen[refs[n].final.String()] {
@@ -138,7 +142,7 @@ func (i *Incremental) parsePairs(pairs []Pair) ([]pairRefs, error) {
 		}
 		seen[refs[n].final.String()] = true
 		if p.Base != Scratch {
-			base, err := i.parseRef(p.Base)
+			base, err := i.parseLocation(p.Base)
 			if err != nil {
 				return nil, fmt.Errorf("base image%s: %w", where, err)
 			}
@@ -151,7 +155,7 @@ func (i *Incremental) parsePairs(pairs []Pair) ([]pairRefs, error) {
 // fetchImages resolves every pair's final image, keeping only the
 // platforms asked for, and each distinct base once, up to WithJobs at
 // once; each final image returned points at its base.
-func (i *Incremental) fetchImages(ctx context.Context, refs []pairRefs) ([]pulledImage, error) {
+func (i *Incremental) fetchImages(ctx context.Context, refs []pairRefs, opened *closers) ([]pulledImage, error) {
 	finals := make([]pulledImage, len(refs))
 	bases := map[string]*pulledImage{}
 	var mu sync.Mutex
@@ -159,7 +163,7 @@ func (i *Incremental) fetchImages(ctx context.Context, refs []pairRefs) ([]pulle
 	eg.SetLimit(i.opts.jobs)
 	for n, r := range refs {
 		eg.Go(func() error {
-			img, err := i.fetchImage(ectx, i.final, r.final, i.opts.platforms)
+			img, err := i.fetchImage(ectx, i.final, r.final, i.opts.platforms, opened)
 			finals[n] = img
 			return err
 		})
@@ -175,7 +179,7 @@ func (i *Incremental) fetchImages(ctx context.Context, refs []pairRefs) ([]pulle
 		mu.Unlock()
 		if !started {
 			eg.Go(func() error {
-				img, err := i.fetchImage(ectx, i.base, *r.base, nil)
+				img, err := i.fetchImage(ectx, i.base, *r.base, nil, opened)
 				*base = img
 				return err
 			})
@@ -190,6 +194,17 @@ func (i *Incremental) fetchImages(ctx context.Context, refs []pairRefs) ([]pulle
 		}
 	}
 	return finals, nil
+}
+
+// parseLocation parses where an image the caller named lives, as
+// [reference.ParseLocation] does, marking a registry for plain HTTP when
+// asked. Errors wrap [ErrInvalidReference] and say what is wrong.
+func (i *Incremental) parseLocation(s string) (reference.Location, error) {
+	l, err := reference.ParseLocation(s, i.final.NameOptions()...)
+	if err != nil {
+		return reference.Location{}, fmt.Errorf("%w: %q: %v", ErrInvalidReference, s, err)
+	}
+	return l, nil
 }
 
 // parseRef parses a reference the caller gave, marking it for plain HTTP

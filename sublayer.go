@@ -127,7 +127,7 @@ func (d *Difference) deltaGroup(ctx context.Context, img pulledImage, baseLayers
 	}
 	defer sb.Close()
 	for _, l := range baseLayers {
-		if err := addBase(ctx, sb, img.base.repo, img.base.ref.String(), l); err != nil {
+		if err := addBase(ctx, sb, img.base.src, img.base.name, l); err != nil {
 			return err
 		}
 	}
@@ -171,14 +171,14 @@ func (d *Difference) tryDelta(ctx context.Context, sb *sublayer.Base, img pulled
 			pb.Delta.Bases = append(pb.Delta.Bases, bases[id])
 		}
 		d.deltas[l.Digest] = archive.File{Path: deltaPath, Size: st.DeltaSize}
-		d.i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: img.ref.String(), Digest: l.Digest, MediaType: l.MediaType, Size: l.Size,
+		d.i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: img.name, Digest: l.Digest, MediaType: l.MediaType, Size: l.Size,
 			Reason: fmt.Sprintf("%s of %d bytes (%s)", archive.ReasonDelta, st.DeltaSize, st.Header.Recipe.String())})
 	case errors.Is(err, sublayer.ErrUnsupportedEncoder), errors.Is(err, sublayer.ErrNotWorthwhile):
 		os.Remove(deltaPath)
 		d.local[l.Digest] = archive.File{Path: path, Size: l.Size}
 		pb.Reason = archive.NoDelta(err)
 	default:
-		return fmt.Errorf("preparing a sub-layer delta of %s from %s: %w", l.Digest, img.ref, err)
+		return fmt.Errorf("preparing a sub-layer delta of %s from %s: %w", l.Digest, img.name, err)
 	}
 	return nil
 }
@@ -256,21 +256,21 @@ func addBase(ctx context.Context, sb *sublayer.Base, src graph.BlobFetcher, sour
 
 // download writes the blob l of img, verified, to the file at path.
 func download(ctx context.Context, img pulledImage, l v1.Descriptor, path string) error {
-	rc, err := img.repo.Blob(ctx, l, nil)
+	rc, err := img.src.Blob(ctx, l, nil)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("downloading %s from %s: %w", l.Digest, img.ref, err)
+		return fmt.Errorf("downloading %s from %s: %w", l.Digest, img.name, err)
 	}
 	_, err = io.Copy(f, rc)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("downloading %s from %s: %w", l.Digest, img.ref, err)
+		return fmt.Errorf("downloading %s from %s: %w", l.Digest, img.name, err)
 	}
 	return nil
 }

@@ -30,8 +30,8 @@ func (tb testBlobs) fetch(_ context.Context, d v1.Descriptor) (io.ReadCloser, er
 }
 
 // fetchFrom serves a blob from off on, as a FetchFrom.
-func (tb testBlobs) fetchFrom(_ context.Context, d v1.Descriptor, off int64) (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(tb[d.Digest][off:])), nil
+func (tb testBlobs) fetchFrom(_ context.Context, d v1.Descriptor, off int64) (io.ReadCloser, string, error) {
+	return io.NopCloser(bytes.NewReader(tb[d.Digest][off:])), "memory", nil
 }
 
 // testConfig is the config of every test image.

@@ -68,7 +68,7 @@ func TestBuild(t *testing.T) {
 	if err := l.WriteTo(context.Background(), io.Discard, failing, 2); !errors.Is(err, broken) {
 		t.Errorf("WriteTo with a failing fetch = %v, want its error", err)
 	}
-	failingFrom := func(context.Context, v1.Descriptor, int64) (io.ReadCloser, error) { return nil, broken }
+	failingFrom := func(context.Context, v1.Descriptor, int64) (io.ReadCloser, string, error) { return nil, "", broken }
 	if _, err := l.Resume(&memory{}, "memory", false).Write(context.Background(), &memory{}, failingFrom, 2); !errors.Is(err, broken) {
 		t.Errorf("Resume().Write with a failing fetch = %v, want its error", err)
 	}

@@ -421,6 +421,20 @@ func (a *Reader) Blob(_ context.Context, desc v1.Descriptor, report func(int64))
 	return a.verifiedReport(s, desc, report)
 }
 
+// BlobFrom streams the bytes of the blob desc names from byte off to its
+// end, unverified, for a writer that checks them with the ones before off.
+// report, when not nil, is told the running byte count, off included.
+func (a *Reader) BlobFrom(_ context.Context, desc v1.Descriptor, off int64, report func(int64)) (io.ReadCloser, error) {
+	s, ok := a.section(BlobName(desc.Digest))
+	if !ok {
+		return nil, a.invalid("blob %s is not in the archive", desc.Digest)
+	}
+	if s.Size() != desc.Size || off > desc.Size {
+		return nil, &DigestMismatchError{Source: a.name, Want: desc.Digest, WantSize: desc.Size, GotSize: s.Size()}
+	}
+	return io.NopCloser(verify.Progress(io.NewSectionReader(s, off, desc.Size-off), off, report)), nil
+}
+
 // verified reads s, checked against desc.
 func (a *Reader) verified(s *io.SectionReader, desc v1.Descriptor) (io.ReadCloser, error) {
 	return a.verifiedReport(s, desc, nil)

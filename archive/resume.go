@@ -17,10 +17,10 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// FetchFrom opens the bytes of the blob desc from byte off to its end.
-// They need not be verified: the writer checks the whole blob, the bytes
-// already written included.
-type FetchFrom func(ctx context.Context, desc v1.Descriptor, off int64) (io.ReadCloser, error)
+// FetchFrom opens the bytes of the blob desc from byte off to its end, and
+// says where they come from, for errors. They need not be verified: the
+// writer checks the whole blob, the bytes already written included.
+type FetchFrom func(ctx context.Context, desc v1.Descriptor, off int64) (body io.ReadCloser, source string, err error)
 
 // ReadWriterAt is storage written at offsets and read back.
 type ReadWriterAt interface {
@@ -298,7 +298,7 @@ func (b *resumingBlob) fetch(ctx context.Context, fetch FetchFrom, h hash.Hash) 
 	if err := b.journal.record(b.line, b.have); err != nil {
 		return err
 	}
-	rc, err := fetch(ctx, b.desc, b.have)
+	rc, source, err := fetch(ctx, b.desc, b.have)
 	if err != nil {
 		return err
 	}
@@ -313,7 +313,7 @@ func (b *resumingBlob) fetch(ctx context.Context, fetch FetchFrom, h hash.Hash) 
 		if n+int64(m) > b.desc.Size {
 			got := n + int64(m)
 			n = 0
-			return &verify.MismatchError{Source: "the registry", Want: b.desc.Digest, WantSize: b.desc.Size, GotSize: got}
+			return &verify.MismatchError{Source: source, Want: b.desc.Digest, WantSize: b.desc.Size, GotSize: got}
 		}
 		if m > 0 {
 			if _, err := b.w.WriteAt(buf[:m], b.off+n); err != nil {
@@ -336,8 +336,9 @@ func (b *resumingBlob) fetch(ctx context.Context, fetch FetchFrom, h hash.Hash) 
 		}
 	}
 	if got := digestOf(h); n != b.desc.Size || got != b.desc.Digest {
+		err := &verify.MismatchError{Source: source, Want: b.desc.Digest, WantSize: b.desc.Size, Got: got, GotSize: n}
 		n = 0 // nothing of it is worth keeping
-		return &verify.MismatchError{Source: "the registry", Want: b.desc.Digest, WantSize: b.desc.Size, Got: got, GotSize: n}
+		return err
 	}
 	b.journal.keep(b.have)
 	return nil

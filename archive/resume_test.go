@@ -51,12 +51,12 @@ func newResumeFixture(t *testing.T, sizes ...int) *resumeFixture {
 }
 
 // fetchFrom serves blobs from off, counting bytes, and cuts f.cut short.
-func (f *resumeFixture) fetchFrom(_ context.Context, d v1.Descriptor, off int64) (io.ReadCloser, error) {
+func (f *resumeFixture) fetchFrom(_ context.Context, d v1.Descriptor, off int64) (io.ReadCloser, string, error) {
 	b := f.blobs[d.Digest][off:]
 	if d.Digest == f.cut {
-		return io.NopCloser(io.MultiReader(&countReader{r: bytes.NewReader(b[:f.cutAt-off]), n: &f.fetched}, errReader{errCut})), nil
+		return io.NopCloser(io.MultiReader(&countReader{r: bytes.NewReader(b[:f.cutAt-off]), n: &f.fetched}, errReader{errCut})), "memory", nil
 	}
-	return io.NopCloser(&countReader{r: bytes.NewReader(b), n: &f.fetched}), nil
+	return io.NopCloser(&countReader{r: bytes.NewReader(b), n: &f.fetched}), "memory", nil
 }
 
 type countReader struct {

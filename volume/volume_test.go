@@ -65,8 +65,8 @@ func testArchive(t testing.TB, seed uint64, layerSizes ...int) (*archive.Layout,
 	if err := l.WriteTo(context.Background(), &whole, fetch, 2); err != nil {
 		t.Fatal(err)
 	}
-	fetchFrom := func(_ context.Context, d v1.Descriptor, off int64) (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(blobs[d.Digest][off:])), nil
+	fetchFrom := func(_ context.Context, d v1.Descriptor, off int64) (io.ReadCloser, string, error) {
+		return io.NopCloser(bytes.NewReader(blobs[d.Digest][off:])), "memory", nil
 	}
 	return l, fetchFrom, whole.Bytes()
 }

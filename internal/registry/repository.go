@@ -184,29 +184,10 @@ func (r *Repository) BlobFrom(ctx context.Context, desc v1.Descriptor, off int64
 	if err != nil {
 		return nil, err
 	}
-	if report == nil {
-		return rb, nil
-	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{&countingReader{r: rb, n: off, report: report}, rb}, nil
-}
-
-// countingReader tells report the running count of bytes read.
-type countingReader struct {
-	r      io.Reader
-	n      int64
-	report func(int64)
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if n > 0 {
-		c.n += int64(n)
-		c.report(c.n)
-	}
-	return n, err
+	}{verify.Progress(rb, off, report), rb}, nil
 }
 
 // openBlob starts fetching the blob h from byte off on. A registry that

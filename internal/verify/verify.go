@@ -111,3 +111,28 @@ func (v *reader) Read(p []byte) (int, error) {
 func (v *reader) mismatch(got v1.Hash) error {
 	return &MismatchError{Source: v.source, Want: v.want.Digest, WantSize: v.want.Size, Got: got, GotSize: v.n}
 }
+
+// Progress passes r's bytes through, telling report, when not nil, the
+// running byte count, starting from from: the progress of a blob read
+// from byte from on, whose bytes the caller verifies.
+func Progress(r io.Reader, from int64, report func(int64)) io.Reader {
+	if report == nil {
+		return r
+	}
+	return &progress{r: r, n: from, report: report}
+}
+
+type progress struct {
+	r      io.Reader
+	n      int64
+	report func(int64)
+}
+
+func (p *progress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.n += int64(n)
+		p.report(p.n)
+	}
+	return n, err
+}

@@ -1,0 +1,192 @@
+package imo_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/imokit/imo"
+	"github.com/imokit/imo/archive"
+)
+
+// skopeoLayouts copies app:v1 and app:v2 from src into an OCI layout
+// directory, and app:v2 into an oci-archive, with skopeo, and returns
+// their paths.
+func skopeoLayouts(t *testing.T, src *testRegistry) (dir, tarPath string) {
+	t.Helper()
+	dir, tarPath = filepath.Join(t.TempDir(), "layout"), filepath.Join(t.TempDir(), "v2.tar")
+	for _, tag := range []string{"v1", "v2"} {
+		skopeo(t, "copy", "--all", "--src-tls-verify=false", "docker://"+src.ref("app:"+tag), "oci:"+dir+":"+tag)
+	}
+	skopeo(t, "copy", "--all", "--src-tls-verify=false", "docker://"+src.ref("app:v2"), "oci-archive:"+tarPath+":v2")
+	return dir, tarPath
+}
+
+// included lists the blobs an archive's plan carries.
+func included(t *testing.T, path string) []string {
+	t.Helper()
+	a, err := archive.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var out []string
+	for _, b := range a.Plan().Blobs {
+		if b.Included {
+			out = append(out, b.Digest.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestPullFromLayouts pulls from OCI layouts and oci-archives that skopeo
+// wrote (converting Docker media types to OCI as it does), on either side,
+// and pushes the archive to a registry holding the base: the image lands
+// digest for digest as the layout holds it, and the archive leaves out
+// what a pull of the same images from a registry leaves out.
+func TestPullFromLayouts(t *testing.T) {
+	t.Parallel()
+	requireBinary(t, "skopeo")
+	ctx := context.Background()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			src, _ := setup(t, tc.format, tc.platforms...)
+			dir, tarPath := skopeoLayouts(t, src)
+			want := fmt.Sprintf("sha256:%x", sha256.Sum256(skopeo(t, "inspect", "--raw", "oci:"+dir+":v2")))
+			v1Digest := fmt.Sprintf("sha256:%x", sha256.Sum256(skopeo(t, "inspect", "--raw", "oci:"+dir+":v1")))
+			inc := imo.New(imo.WithPlainHTTP())
+			// What a registry holding the layout's images would leave out.
+			mirror := newTestRegistry(t, nil)
+			for _, tag := range []string{"v1", "v2"} {
+				skopeo(t, "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "oci:"+dir+":"+tag, "docker://"+mirror.ref("app:"+tag))
+			}
+			fromRegistry := included(t, pullFile(t, inc, mirror.ref("app:v1"), mirror.ref("app:v2")))
+			for _, p := range []struct{ base, final string }{
+				{imo.Scratch, "oci:" + dir + ":v2"},
+				{imo.Scratch, "oci-archive:" + tarPath},
+				{"oci:" + dir + ":v1", "oci:" + dir + ":v2"},
+				{"oci:" + dir + "@" + v1Digest, "oci-archive:" + tarPath + ":v2"},
+				{mirror.ref("app:v1"), "oci:" + dir + ":v2"},
+				{"oci:" + dir + ":v1", mirror.ref("app:v2")},
+			} {
+				arc := pullFile(t, inc, p.base, p.final)
+				if p.base != imo.Scratch {
+					if got := included(t, arc); !slices.Equal(got, fromRegistry) {
+						t.Errorf("pull %s %s carries %v; from a registry, %v", p.base, p.final, got, fromRegistry)
+					}
+				}
+				dst := newTestRegistry(t, nil)
+				for _, tag := range []string{"v1"} {
+					skopeo(t, "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "oci:"+dir+":"+tag, "docker://"+dst.ref("app:"+tag))
+				}
+				if err := inc.Push(ctx, arc, dst.ref("app:v2")); err != nil {
+					t.Fatalf("push of pull %s %s: %v", p.base, p.final, err)
+				}
+				if got, err := headDigest(dst.ref("app:v2")); err != nil || got.String() != want {
+					t.Errorf("pull %s %s, then push: app:v2 is %v (%v), want %s", p.base, p.final, got, err, want)
+				}
+			}
+		})
+	}
+}
+
+// ggcrLayout writes a layout of one image tagged v1 with go-containerregistry.
+func ggcrLayout(t *testing.T) (string, v1.Image) {
+	t.Helper()
+	pair := newAppPair(t, oci, "linux/amd64")
+	dir := filepath.Join(t.TempDir(), "layout")
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := pair.V1.(v1.Image)
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{archive.RefNameAnnotation: "v1"})); err != nil {
+		t.Fatal(err)
+	}
+	return dir, img
+}
+
+// TestLayoutErrors checks that every way a layout source can be wrong gets
+// an error naming the place, the image or the blob.
+func TestLayoutErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		final   func(t *testing.T) string
+		wantIs  error
+		wantErr []string
+	}{
+		{"no such directory", func(t *testing.T) string { return "oci:" + filepath.Join(t.TempDir(), "none") + ":v1" }, nil, []string{"none", "no such file"}},
+		{"not a layout", func(t *testing.T) string { return "oci:" + t.TempDir() + ":v1" }, imo.ErrInvalidLayout, []string{"no oci-layout file"}},
+		{"no such tag", func(t *testing.T) string {
+			dir, _ := ggcrLayout(t)
+			return "oci:" + dir + ":v9"
+		}, nil, []string{`no image named "v9"`, "it has v1"}},
+		{"no such digest", func(t *testing.T) string {
+			dir, _ := ggcrLayout(t)
+			return "oci:" + dir + "@sha256:" + strings.Repeat("0", 64)
+		}, nil, []string{"lists no image sha256:000"}},
+		{"missing blob", func(t *testing.T) string {
+			dir, img := ggcrLayout(t)
+			l, _ := img.Layers()
+			h, _ := l[0].Digest()
+			os.Remove(filepath.Join(dir, "blobs", "sha256", h.Hex))
+			return "oci:" + dir + ":v1"
+		}, imo.ErrBlobNotInLayout, []string{"blob not in the layout", "layout"}},
+		{"corrupt blob", func(t *testing.T) string {
+			dir, img := ggcrLayout(t)
+			l, _ := img.Layers()
+			h, _ := l[0].Digest()
+			path := filepath.Join(dir, "blobs", "sha256", h.Hex)
+			b, _ := os.ReadFile(path)
+			b[len(b)/2] ^= 1
+			os.WriteFile(path, b, 0o644)
+			return "oci:" + dir + ":v1"
+		}, imo.ErrDigestMismatch, []string{"oci:"}},
+		{"oci-archive of a directory", func(t *testing.T) string {
+			dir, _ := ggcrLayout(t)
+			return "oci-archive:" + dir
+		}, imo.ErrInvalidArchive, []string{"is a directory", "oci:" + "/"}},
+		{"oci-archive that is not a tar", func(t *testing.T) string {
+			path := filepath.Join(t.TempDir(), "x.tar")
+			os.WriteFile(path, []byte("not a tar at all, not even close to one, no"), 0o644)
+			return "oci-archive:" + path
+		}, imo.ErrInvalidArchive, []string{"x.tar"}},
+		{"bad tag", func(t *testing.T) string { return "oci:dir:bad tag" }, imo.ErrInvalidReference, []string{"bad tag"}},
+		{"no path", func(t *testing.T) string { return "oci:" }, imo.ErrInvalidReference, []string{"no path"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			final := tc.final(t)
+			path := filepath.Join(t.TempDir(), "out.tar")
+			d, err := imo.New().Resolve(ctx, imo.Pair{Base: imo.Scratch, Final: final})
+			if err == nil {
+				err = d.WriteFile(ctx, path)
+				d.Close()
+			}
+			if err == nil {
+				t.Fatalf("pull of %s succeeded", final)
+			}
+			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
+				t.Errorf("pull of %s = %v, want %v", final, err, tc.wantIs)
+			}
+			for _, s := range tc.wantErr {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("pull of %s = %v, want it to say %q", final, err, s)
+				}
+			}
+		})
+	}
+}
