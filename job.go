@@ -25,8 +25,13 @@ import (
 type ImageResult struct {
 	// Image is the reference the archive names the image by.
 	Image string
-	// Destination is where the image goes: a tag, or a digest.
+	// Destination is where the image goes in a registry: a tag, or a
+	// digest. It is nil for an OCI layout destination.
 	Destination name.Reference
+	// Layout is where the image goes in an OCI layout destination:
+	// oci:DIR, then ":" and its name in index.json when it has one. It is
+	// empty for a registry.
+	Layout string
 	// Digest is the digest of the image's top manifest.
 	Digest v1.Hash
 	// Err is why the image failed to vet or push, or nil. When vet finds
@@ -34,8 +39,26 @@ type ImageResult struct {
 	Err error
 }
 
-// Pushed is the destination at the image's digest: REPO:TAG@DIGEST when
-// the image went to a tag, REPO@DIGEST otherwise.
+// Place is where the image goes: its registry Destination, or its Layout.
+func (r ImageResult) Place() string {
+	if r.Destination == nil {
+		return r.Layout
+	}
+	return r.Destination.String()
+}
+
+// String is where the image goes, at its digest: REPO:TAG@DIGEST,
+// REPO@DIGEST, or, in a layout, oci:DIR[:NAME]@DIGEST.
+func (r ImageResult) String() string {
+	if r.Destination == nil {
+		return r.Layout + "@" + r.Digest.String()
+	}
+	return r.Pushed().String()
+}
+
+// Pushed is the registry destination at the image's digest: REPO:TAG@DIGEST
+// when the image went to a tag, REPO@DIGEST otherwise. It is for registry
+// destinations only; String covers layouts too.
 func (r ImageResult) Pushed() name.Digest {
 	if t, ok := r.Destination.(name.Tag); ok {
 		if d, err := name.NewDigest(t.String() + "@" + r.Digest.String()); err == nil {
@@ -126,12 +149,9 @@ func (j *pushJob) results() ([]ImageResult, error) {
 // sub-layer deltas, and logs in to each destination repository for action
 // (pull to vet, push to push).
 func (i *Incremental) openJob(ctx context.Context, a *archive.Reader, dst, action string) (*pushJob, error) {
-	gs, err := graph.WalkAll(ctx, a.Index().Manifests, a, a.Name())
+	gs, err := archiveGraphs(ctx, a)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArchive, a.Name(), err)
+		return nil, err
 	}
 	j := &pushJob{archive: a, reporter: i.opts.reporter, jobs: i.opts.jobs, mountFrom: i.opts.mountFrom}
 	if err := i.placeImages(j, gs, dst); err != nil {

@@ -190,3 +190,172 @@ func TestLayoutErrors(t *testing.T) {
 		})
 	}
 }
+
+// snapshot lists every file under dir with its bytes, to show that a
+// failed push changed nothing.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		out[p] = string(b)
+		return err
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestLayoutRoundTrip carries images registry → layout → imo archive →
+// layout → registry, and checks the digest at every step, with skopeo
+// reading the layout imo wrote.
+func TestLayoutRoundTrip(t *testing.T) {
+	t.Parallel()
+	requireBinary(t, "skopeo")
+	ctx := context.Background()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			src, pair := setup(t, tc.format, tc.platforms...)
+			want := map[string]string{"v1": digest(t, pair.V1).String(), "v2": digest(t, pair.V2).String()}
+			inc := imo.New(imo.WithPlainHTTP())
+			site := filepath.Join(t.TempDir(), "site")
+			// The site's layout gets v1 whole, then the difference to v2.
+			whole := pullFile(t, inc, imo.Scratch, src.ref("app:v1"))
+			if err := inc.Push(ctx, whole, "oci:"+site+":v1"); err != nil {
+				t.Fatalf("push of v1 into a new layout: %v", err)
+			}
+			diff := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
+			if err := inc.PushVet(ctx, diff, "oci:"+site); err != nil {
+				t.Fatalf("vet of the difference against the layout holding v1: %v", err)
+			}
+			if err := inc.Push(ctx, diff, "oci:"+site); err != nil {
+				t.Fatalf("push of the difference into the layout: %v", err)
+			}
+			// skopeo 1.9 looks only at index.json entries of OCI media
+			// types: a layout of Docker images, digests kept, is for imo,
+			// containerd and zot.
+			if tc.format == oci {
+				for tag, d := range want {
+					if got := fmt.Sprintf("sha256:%x", sha256.Sum256(skopeo(t, "inspect", "--raw", "oci:"+site+":"+tag))); got != d {
+						t.Errorf("skopeo reads oci:%s:%s as %s, want %s", site, tag, got, d)
+					}
+				}
+			}
+			// From the layout to a registry, by imo (and by skopeo).
+			dst := newTestRegistry(t, nil)
+			for _, tag := range []string{"v1", "v2"} {
+				if tc.format == oci && tag == "v1" {
+					skopeo(t, "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "oci:"+site+":v1", "docker://"+dst.ref("app:v1"))
+					continue
+				}
+				if err := inc.Push(ctx, pullFile(t, inc, imo.Scratch, "oci:"+site+":"+tag), dst.ref("app:"+tag)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for tag, d := range want {
+				if got, err := headDigest(dst.ref("app:" + tag)); err != nil || got.String() != d {
+					t.Errorf("app:%s in the registry is %v (%v), want %s", tag, got, err, d)
+				}
+			}
+		})
+	}
+}
+
+// TestLayoutDestination checks vet's and push's refusals at a layout, and
+// that a push that fails leaves the layout exactly as it was.
+func TestLayoutDestination(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	src, pair := setup(t, docker, "linux/amd64")
+	inc := imo.New(imo.WithPlainHTTP())
+	diff := pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))
+	whole := pullFile(t, inc, imo.Scratch, src.ref("app:v1"))
+
+	t.Run("vet names what a layout lacks", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "site")
+		for _, d := range []string{"oci:" + dir, "oci:" + dir + ":v2"} {
+			err := inc.PushVet(ctx, diff, d)
+			var missing *imo.MissingBlobsError
+			if !errors.As(err, &missing) || missing.Repository != "oci:"+dir || len(missing.Blobs) == 0 {
+				t.Errorf("vet against %s (nothing there) = %v, want the missing blobs of oci:%s", d, err, dir)
+			}
+			if err := inc.Push(ctx, diff, d); !errors.Is(err, imo.ErrMissingBlobs) {
+				t.Errorf("push to %s = %v, want ErrMissingBlobs", d, err)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a push that failed to vet created %s", dir)
+			}
+		}
+	})
+
+	t.Run("a failed push leaves the layout as it was", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "site")
+		if err := inc.Push(ctx, whole, "oci:"+dir+":v1"); err != nil {
+			t.Fatal(err)
+		}
+		before := snapshot(t, dir)
+		b, err := os.ReadFile(diff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer, err := pair.V2.(v1.Image).LayerByDigest(pair.Changed[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _ := layer.Compressed()
+		content := make([]byte, 64)
+		rc.Read(content)
+		rc.Close()
+		at := strings.Index(string(b), string(content))
+		if at < 0 {
+			t.Fatal("the changed layer is not in the archive")
+		}
+		b[at+10] ^= 0xff
+		corrupt := filepath.Join(t.TempDir(), "corrupt.tar")
+		os.WriteFile(corrupt, b, 0o644)
+		if err := inc.Push(ctx, corrupt, "oci:"+dir+":v2"); !errors.Is(err, imo.ErrDigestMismatch) {
+			t.Errorf("push of a corrupt archive = %v, want ErrDigestMismatch", err)
+		}
+		after := snapshot(t, dir)
+		for p := range after {
+			if _, ok := before[p]; !ok {
+				t.Errorf("a failed push left %s", p)
+			}
+		}
+		for p, c := range before {
+			if after[p] != c {
+				t.Errorf("a failed push changed %s", p)
+			}
+		}
+	})
+
+	t.Run("refusals", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "file")
+		os.WriteFile(file, []byte("x"), 0o644)
+		other := t.TempDir()
+		os.WriteFile(filepath.Join(other, "notes.txt"), []byte("x"), 0o644)
+		for _, tc := range []struct {
+			dst  string
+			want string
+		}{
+			{"oci:" + file, "is a file"},
+			{"oci:" + other, "no oci-layout file"},
+			{"oci:" + other + "@sha256:" + strings.Repeat("a", 64), "oci:DIR[:TAG]"},
+		} {
+			if err := inc.Push(ctx, whole, tc.dst); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("push to %s = %v, want it to say %q", tc.dst, err, tc.want)
+			}
+		}
+		if b, _ := os.ReadFile(file); string(b) != "x" {
+			t.Error("a refused push changed the file in the way")
+		}
+		if entries, _ := os.ReadDir(other); len(entries) != 1 {
+			t.Errorf("a refused push wrote into a directory that is not a layout: %v", entries)
+		}
+	})
+}

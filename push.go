@@ -49,6 +49,13 @@ func (i *Incremental) PushArchive(ctx context.Context, a *archive.Reader, dst st
 	if err := i.verify(ctx, a); err != nil {
 		return nil, err
 	}
+	if isLayoutDest(dst) {
+		lj, err := i.openLayoutJob(ctx, a, dst)
+		if err != nil {
+			return nil, err
+		}
+		return lj.push(ctx, i.opts.jobs)
+	}
 	j, err := i.openJob(ctx, a, dst, transport.PushScope)
 	if err != nil {
 		return nil, err

@@ -100,12 +100,19 @@ func (i *Incremental) placeImage(dst string, img *destImage, fromPlan bool) (nam
 }
 
 // sourceTag is the tag the archive's name for an image carries, or "" for
-// an image named by digest alone. imo's plan holds references as the user
-// wrote them; index.json's ref.name annotation, as other tools write it,
-// is often a tag alone.
+// an image named by digest alone; an image pulled from a layout or an
+// oci-archive, the tag it had there. imo's plan holds references as the
+// user wrote them; index.json's ref.name annotation, as other tools write
+// it, is often a tag alone.
 func sourceTag(source string, fromPlan bool) string {
 	if !fromPlan && reference.BareTag(source) {
 		return source
+	}
+	if loc, err := reference.ParseLocation(source); err == nil && loc.Kind != reference.Registry {
+		if reference.BareTag(loc.Tag) {
+			return loc.Tag
+		}
+		return ""
 	}
 	src, err := parseSource(source)
 	if err != nil {

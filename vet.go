@@ -54,6 +54,13 @@ func (i *Incremental) VetArchive(ctx context.Context, a *archive.Reader, dst str
 	if err := i.verify(ctx, a); err != nil {
 		return nil, err
 	}
+	if isLayoutDest(dst) {
+		lj, err := i.openLayoutJob(ctx, a, dst)
+		if err != nil {
+			return nil, err
+		}
+		return lj.vet(ctx)
+	}
 	j, err := i.openJob(ctx, a, dst, transport.PullScope)
 	if err != nil {
 		return nil, err

@@ -32,11 +32,18 @@ the image's. For a bundle (an archive written by pull --from, or of several
 images), or when DEST is a registry host[:port] alone or ends in "/", DEST is a
 target, host[:port] with an optional /prefix, and each image lands at DEST,
 then the repository path and tag it has in the archive. Each image is pushed all or
-nothing; imo goes on with the others and exits non-zero if any failed.`,
+nothing; imo goes on with the others and exits non-zero if any failed.
+
+DEST may also be an OCI image layout directory, oci:DIR[:TAG], created when it
+does not exist: blobs go in first, each checked, then index.json is replaced
+atomically, keeping every image already there; the image's entry is named TAG,
+or the tag it had at the source (a bundle's images, their references). A push
+that fails leaves the layout as it was.`,
 		Example: `  imo push difference.tar site-registry:5000/app:v2
   imo push bundle.tar site-registry:5000/mirror
   imo pull app:v1 app:v2 -o - | ssh site imo push - site-registry:5000/app:v2
-  imo push /media/usb/ site-registry:5000/app:v2`,
+  imo push /media/usb/ site-registry:5000/app:v2
+  imo push difference.tar oci:/srv/images:v2`,
 		Args: minArgs(2),
 	}
 	f := newFlags(cmd).credentials("dest").network().transfer().temp("an archive read from standard input, and sub-layer work").mounts().verify()
@@ -91,7 +98,7 @@ nothing; imo goes on with the others and exits non-zero if any failed.`,
 func printPushed(w io.Writer, results []imo.ImageResult) error {
 	for _, r := range results {
 		if r.Err == nil {
-			if _, err := fmt.Fprintln(w, r.Pushed()); err != nil {
+			if _, err := fmt.Fprintln(w, r); err != nil {
 				return err
 			}
 		}

@@ -149,10 +149,7 @@ func (p *reporting) write(ctx context.Context, a *archive.Reader, results []imo.
 		r.Archive.Verification = "unsigned"
 	}
 	for _, res := range results {
-		img := reportImage{Image: res.Image, Digest: res.Digest, Result: "pushed"}
-		if res.Destination != nil {
-			img.Reference = res.Destination.String()
-		}
+		img := reportImage{Image: res.Image, Reference: res.Place(), Digest: res.Digest, Result: "pushed"}
 		if res.Err != nil {
 			img.Result, img.Error = "failed", res.Err.Error()
 		}

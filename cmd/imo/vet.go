@@ -19,7 +19,8 @@ func newVetCmd() *cobra.Command {
 		Long: `Check, before anything is sent, that the destination holds every blob the
 archive references but leaves out, asking the registry about each one. DEST is
 an image reference, or for a bundle a registry host[:port] with an optional
-/prefix (see imo push). Prints one line per image, and each missing blob.
+/prefix, or an OCI layout directory, oci:DIR[:TAG] (see imo push). Prints one
+line per image, and each missing blob.
 ARCHIVE is an archive file, or the volumes of a set (files in any order, or
 their directory), checked piece by piece and repaired from parity first.
 Exit status 0 when nothing is missing, 3 when blobs are missing (or volumes,
@@ -71,14 +72,14 @@ func printVet(w io.Writer, results []imo.ImageResult) error {
 		var missing *imo.MissingBlobsError
 		switch {
 		case r.Err == nil:
-			fmt.Fprintf(&b, "ok %s: holds every blob the archive leaves out\n", r.Destination)
+			fmt.Fprintf(&b, "ok %s: holds every blob the archive leaves out\n", r.Place())
 		case errors.As(r.Err, &missing):
-			fmt.Fprintf(&b, "lacking %s: %d blob(s) missing\n", r.Destination, len(missing.Blobs))
+			fmt.Fprintf(&b, "lacking %s: %d blob(s) missing\n", r.Place(), len(missing.Blobs))
 			for _, m := range missing.Blobs {
 				fmt.Fprintf(&b, "missing %s %d %s needed by %s\n", m.Digest, m.Size, m.MediaType, strings.Join(m.NeededBy, ", "))
 			}
 		default:
-			fmt.Fprintf(&b, "failed %s\n", r.Destination)
+			fmt.Fprintf(&b, "failed %s\n", r.Place())
 		}
 	}
 	_, err := io.WriteString(w, b.String())

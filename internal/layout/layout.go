@@ -49,6 +49,21 @@ func Open(dir string) (*Layout, error) {
 	return l, nil
 }
 
+// OpenIfExists opens the layout in dir as [Open] does, or returns nil when
+// there is nothing at dir. A file in the way is refused.
+func OpenIfExists(dir string) (*Layout, error) {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("opening OCI layout %s: %w", dir, err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("%w: oci:%s is a file, not a directory", ErrInvalid, dir)
+	}
+	return Open(dir)
+}
+
 // read checks oci-layout and reads index.json.
 func (l *Layout) read() error {
 	var marker struct {

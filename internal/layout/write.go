@@ -26,7 +26,7 @@ const layoutMarker = `{"imageLayoutVersion":"1.0.0"}`
 // when it fails. A directory that holds anything but a layout, or a file
 // in the way, is refused.
 func Create(dir string) (l *Layout, created bool, err error) {
-	fi, err := os.Stat(dir)
+	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := os.Mkdir(dir, 0o755); err != nil {
@@ -34,19 +34,11 @@ func Create(dir string) (l *Layout, created bool, err error) {
 		}
 		created = true
 	case err != nil:
-		return nil, false, fmt.Errorf("opening OCI layout %s: %w", dir, err)
-	case !fi.IsDir():
-		return nil, false, fmt.Errorf("%w: oci:%s is a file, not a directory", ErrInvalid, dir)
-	}
-	if !created {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			return nil, false, fmt.Errorf("opening OCI layout %s: %w", dir, err)
-		}
-		if len(entries) > 0 {
-			l, err := Open(dir)
-			return l, false, err
-		}
+		_, err := OpenIfExists(dir) // to say what is in the way
+		return nil, false, err
+	case len(entries) > 0:
+		l, err := Open(dir)
+		return l, false, err
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {

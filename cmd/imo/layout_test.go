@@ -1,0 +1,40 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLayouts runs the layout workflows as a user would: a registry image
+// into a site's layout, the difference into it after vet, and the layout
+// as the source of a pull back into a registry.
+func TestLayouts(t *testing.T) {
+	src, site, pair := registries(t, nil, nil)
+	dir := t.TempDir()
+	layout := "oci:" + filepath.Join(dir, "site")
+	whole, diff := filepath.Join(dir, "v1.tar"), filepath.Join(dir, "diff.tar")
+	v1, _ := pair.V1.Digest()
+	v2, _ := pair.V2.Digest()
+	steps := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"pull", "--plain-http", "-q", "scratch", src.Ref("app:v1"), "-o", whole}, 0, ""},
+		{[]string{"pull", "--plain-http", "-q", src.Ref("app:v1"), src.Ref("app:v2"), "-o", diff}, 0, ""},
+		{[]string{"vet", "-q", diff, layout}, exitMissing, "lacking " + layout + ":v2"},
+		{[]string{"push", "-q", whole, layout + ":v1"}, 0, layout + ":v1@" + v1.String()},
+		{[]string{"vet", "-q", diff, layout}, 0, "ok " + layout + ":v2"},
+		{[]string{"push", "-q", diff, layout}, 0, layout + ":v2@" + v2.String()},
+		{[]string{"pull", "-q", "scratch", layout + ":v2", "-o", filepath.Join(dir, "back.tar")}, 0, ""},
+		{[]string{"push", "--plain-http", "-q", filepath.Join(dir, "back.tar"), site.Ref("back:v2")}, 0, "@" + v2.String()},
+		{[]string{"pull", "-q", "scratch", layout + ":v9"}, exitError, ""},
+	}
+	for _, s := range steps {
+		r := imoCmd(t, "", s.args...)
+		if r.code != s.code || !strings.Contains(r.stdout, s.out) {
+			t.Fatalf("imo %s: want exit %d and %q on stdout:\n%s", strings.Join(s.args, " "), s.code, s.out, r)
+		}
+	}
+}
