@@ -24,11 +24,12 @@ type imageBlobs struct {
 //   - a config is carried, and a layer is carried when some image uses it
 //     whose base lacks it; otherwise it is left out "in base";
 //   - a blob that would be carried is left out when an inventory of the
-//     far side lists it (the first that does, in order).
+//     far side lists it (the first that does, in order), or else when an
+//     earlier archive sent it (the first that did).
 //
 // A blob left out that an inventory lists records the repositories that
 // held it (at most archive.MaxHeldBy), for push to mount it from.
-func leaveOut(blobs []*graph.Blob, images []imageBlobs, have []*inventory.Inventory) []archive.PlanBlob {
+func leaveOut(blobs []*graph.Blob, images []imageBlobs, have []*inventory.Inventory, sent []sentArchive) []archive.PlanBlob {
 	out := make([]archive.PlanBlob, len(blobs))
 	for k, b := range blobs {
 		pb := archive.PlanBlob{MediaType: b.Desc.MediaType, Digest: b.Desc.Digest, Size: b.Desc.Size, Config: b.Config, NeededBy: b.NeededBy}
@@ -45,11 +46,20 @@ func leaveOut(blobs []*graph.Blob, images []imageBlobs, have []*inventory.Invent
 				break
 			}
 		}
+		var sentIn string
+		for _, s := range sent {
+			if s.blobs[b.Desc.Digest] {
+				sentIn = s.Archive
+				break
+			}
+		}
 		switch {
 		case !neededByAnImage(b, images):
 			pb.Reason = archive.ReasonInBase
 		case listed != nil:
 			pb.Reason = archive.InInventory(listed.Name(), listed.Taken)
+		case sentIn != "":
+			pb.Reason = archive.SentIn(sentIn)
 		default:
 			pb.Included = true
 		}

@@ -33,12 +33,14 @@ func TestLeaveOut(t *testing.T) {
 	site := &inventory.Inventory{Registry: "site:5000", Prefix: "mirror", Taken: taken,
 		Blobs: []inventory.Blob{{Digest: h('a'), Kind: inventory.KindLayer, Repositories: []string{"mirror/app", "mirror/other"}}, {Digest: h('c'), Kind: inventory.KindConfig, Repositories: []string{"mirror/app"}}}}
 	inInventory := archive.InInventory("site:5000/mirror", taken)
+	earlier := []sentArchive{{PlanSent: archive.PlanSent{Archive: "v1.tar"}, blobs: set('o', 'a')}}
 
 	tests := []struct {
 		name   string
 		blobs  []*graph.Blob
 		images []imageBlobs
 		have   []*inventory.Inventory
+		sent   []sentArchive
 		want   []archive.Reason // "" for carried
 		heldBy map[v1.Hash][]string
 	}{
@@ -94,10 +96,26 @@ func TestLeaveOut(t *testing.T) {
 			want:   []archive.Reason{archive.ReasonInBase},
 			heldBy: map[v1.Hash][]string{h('a'): {"mirror/app", "mirror/other"}},
 		},
+		{
+			name:   "an earlier archive leaves out what it sent; the inventory is named first",
+			blobs:  []*graph.Blob{config, osLayer, appLayer},
+			images: []imageBlobs{{uses: set('c', 'o', 'a')}},
+			have:   []*inventory.Inventory{site},
+			sent:   earlier,
+			want:   []archive.Reason{inInventory, archive.SentIn("v1.tar"), inInventory},
+			heldBy: map[v1.Hash][]string{h('c'): {"mirror/app"}, h('a'): {"mirror/app", "mirror/other"}},
+		},
+		{
+			name:   "what an earlier archive sent and the base has is in base",
+			blobs:  []*graph.Blob{osLayer, appLayer},
+			images: []imageBlobs{{uses: set('o', 'a'), base: set('o')}},
+			sent:   earlier,
+			want:   []archive.Reason{archive.ReasonInBase, archive.SentIn("v1.tar")},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := leaveOut(tc.blobs, tc.images, tc.have)
+			got := leaveOut(tc.blobs, tc.images, tc.have, tc.sent)
 			if len(got) != len(tc.blobs) {
 				t.Fatalf("leaveOut() decided %d blobs, want %d", len(got), len(tc.blobs))
 			}

@@ -8,12 +8,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/keys"
 	"github.com/imokit/imo/internal/reference"
 	"github.com/imokit/imo/internal/registry"
@@ -52,6 +54,7 @@ type options struct {
 	retry      registry.Policy
 	referrers  bool
 	have       []*inventory.Inventory
+	sent       []sentArchive
 	sublayer   bool
 	signer     crypto.Signer
 	verifyKeys []crypto.PublicKey
@@ -323,6 +326,45 @@ func WithReferrers() Option {
 // By default no inventory is used.
 func WithHave(inventories ...*inventory.Inventory) Option {
 	return func(o *options) { o.have = append(o.have, inventories...) }
+}
+
+// WithSent makes Pull leave out every config and layer that one of the
+// earlier archives carried or left out as already there: on a one-way link
+// (a data diode, discs sent by courier), where no inventory comes back, the
+// sender's own archives are the record of what the far side holds once
+// they are pushed. Each blob so left out says which archive sent it, and
+// the plan lists the archives (their file names and plan digests). Only
+// the archives' plans are read; they may be closed afterwards. An archive
+// of another tool, with no plan, is an [ErrInvalidOption].
+func WithSent(archives ...*archive.Reader) Option {
+	return func(o *options) {
+		for _, a := range archives {
+			if a == nil || a.Plan() == nil {
+				o.errs = append(o.errs, fmt.Errorf("%w: WithSent: %s is not an imo archive: it has no %s", ErrInvalidOption, nameOf(a), archive.PlanFile))
+				continue
+			}
+			s := sentArchive{PlanSent: archive.PlanSent{Archive: filepath.Base(a.Name()), Plan: a.PlanDigest()}, blobs: map[v1.Hash]bool{}}
+			for _, h := range a.Plan().Delivered() {
+				s.blobs[h] = true
+			}
+			s.Blobs = len(s.blobs)
+			o.sent = append(o.sent, s)
+		}
+	}
+}
+
+// sentArchive is an earlier archive of WithSent: what it delivered.
+type sentArchive struct {
+	archive.PlanSent
+	blobs map[v1.Hash]bool
+}
+
+// nameOf names an archive in an error, nil included.
+func nameOf(a *archive.Reader) string {
+	if a == nil {
+		return "nil"
+	}
+	return a.Name()
 }
 
 // WithSublayerDeltas makes Pull try to carry each layer that final has and

@@ -102,9 +102,12 @@ func (i *Incremental) resolve(ctx context.Context, pairs []Pair, bundle bool, op
 		}
 	}
 	d.all = graph.Merge(graphs)
-	d.plan = &archive.Plan{Version: archive.PlanVersion, Images: planned, Blobs: leaveOut(d.all.Blobs, uses, i.opts.have), Bundle: bundle}
+	d.plan = &archive.Plan{Version: archive.PlanVersion, Images: planned, Blobs: leaveOut(d.all.Blobs, uses, i.opts.have, i.opts.sent), Bundle: bundle}
 	if i.opts.signer != nil {
 		d.plan.Signer = archive.Fingerprint(i.opts.signer.Public())
+	}
+	for _, s := range i.opts.sent {
+		d.plan.Sent = append(d.plan.Sent, s.PlanSent)
 	}
 	for _, inv := range i.opts.have {
 		d.plan.Inventories = append(d.plan.Inventories, archive.PlanInventory{Registry: inv.Registry, Prefix: inv.Prefix, Taken: inv.Taken, Blobs: len(inv.Blobs)})

@@ -30,6 +30,34 @@ type Plan struct {
 	// Signer, for a signed archive, is the [Fingerprint] of the key that
 	// signed it (see [SignatureFile]).
 	Signer string `json:"signer,omitempty"`
+	// Sent are the earlier archives the pull left blobs out by, as sent
+	// before (see [SentIn]).
+	Sent []PlanSent `json:"sent,omitempty"`
+}
+
+// PlanSent is an earlier archive whose blobs a pull left out as sent
+// before: on a one-way link, the far side holds what earlier archives
+// brought and relied on.
+type PlanSent struct {
+	// Archive is the earlier archive's file name.
+	Archive string `json:"archive"`
+	// Plan is the sha256 of its imo.json.
+	Plan v1.Hash `json:"plan"`
+	// Blobs is how many configs and layers it brought or relied on.
+	Blobs int `json:"blobs"`
+}
+
+// Delivered lists the configs and layers the far side holds once the
+// archive's images are pushed: those it carries, whole or as deltas, and
+// those it relies on the far side having; non-distributable layers aside.
+func (p *Plan) Delivered() []v1.Hash {
+	var out []v1.Hash
+	for _, b := range p.Blobs {
+		if b.Reason != ReasonForeign {
+			out = append(out, b.Digest)
+		}
+	}
+	return out
 }
 
 // PlanInventory is an inventory an archive left blobs out by.
@@ -151,7 +179,12 @@ const (
 const (
 	inventoryPrefix = "in the inventory of "
 	noDeltaPrefix   = "whole, no sub-layer delta: "
+	sentPrefix      = "sent before, in "
 )
+
+// SentIn is the reason for a blob left out because the earlier archive
+// name brought it, or relied on the far side having it.
+func SentIn(name string) Reason { return Reason(sentPrefix + name) }
 
 // InInventory is the reason for a blob left out because the inventory of
 // name (host[:port]/prefix) taken at taken lists it.

@@ -113,6 +113,9 @@ func printPlan(w io.Writer, p *archive.Plan, archiveSize int64) error {
 	for _, inv := range p.Inventories {
 		fmt.Fprintf(tw, "inventory\t%s\ttaken %s (%s ago), %d blobs\n", inv.Name(), inv.Taken.Format(time.RFC3339), time.Since(inv.Taken).Round(time.Second), inv.Blobs)
 	}
+	for _, s := range p.Sent {
+		fmt.Fprintf(tw, "sent before\t%s\tplan %s, %d blobs\n", s.Archive, s.Plan, s.Blobs)
+	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "BLOB\tSIZE\tMEDIA TYPE\tCARRIED")
 	for _, b := range p.Blobs {

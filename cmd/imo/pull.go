@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -44,7 +46,11 @@ With --from FILE, write one archive (a bundle) of many images: FILE lists
 stored once, and left out only when the base of every image using it has it.
 
 With --have FILE (repeatable), also leave out every blob the inventory FILE
-lists: what the far side's registry holds, from "imo inventory" there.
+lists: what the far side's registry holds, from "imo inventory" there. FILE
+may also be an earlier imo archive (or a volume of a set, or their directory):
+the far side holds what it carried and what it left out as already there, once
+it is pushed. On a one-way link, keep each archive (its plan is all that is
+read) and pass them all: each pull then carries only what was never sent.
 
 With --sublayer auto, a changed layer that is mostly a rebuild of a base
 layer (same files, new times, a few changed binaries) travels as a delta: its
@@ -102,7 +108,7 @@ vet, push, inspect and verify take the volumes (any order) or their directory.`,
 		if err != nil {
 			return err
 		}
-		extra, err := pullOptions(sublayer, withReferrers, have)
+		extra, err := pullOptions(cmd.Context(), sublayer, withReferrers, have)
 		if err != nil {
 			return err
 		}
@@ -148,7 +154,7 @@ vet, push, inspect and verify take the volumes (any order) or their directory.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "difference.tar", "archive file to write, or - for standard output")
 	cmd.Flags().StringVar(&from, "from", "", "pull every BASE FINAL pair FILE lists into one archive (- for standard input)")
-	cmd.Flags().StringArrayVar(&have, "have", nil, "leave out every blob this inventory (from imo inventory at the far side) lists; repeatable")
+	cmd.Flags().StringArrayVar(&have, "have", nil, "leave out every blob this inventory (from imo inventory at the far side) lists, or this earlier archive sent; repeatable")
 	cmd.Flags().StringVar(&sublayer, "sublayer", "off", "auto: carry changed layers as sub-layer deltas against the base's layers where that halves them or better (downloads the base's layers); off: whole layers")
 	cmd.Flags().BoolVar(&withReferrers, "with-referrers", false, "also carry the final images' cosign signatures, attestations and SBOMs and their OCI referrers")
 	cmd.Flags().StringVar(&signKey, "sign-key", "", "sign the archive's plan with this PEM private key (ECDSA P-256 or Ed25519); an encrypted key's passphrase comes from "+signPassphraseEnv+" or --passphrase-stdin")
@@ -199,7 +205,7 @@ func commas(n int64) string {
 }
 
 // pullOptions are the options of --sublayer, --with-referrers and --have.
-func pullOptions(sublayer string, withReferrers bool, have []string) ([]imo.Option, error) {
+func pullOptions(ctx context.Context, sublayer string, withReferrers bool, have []string) ([]imo.Option, error) {
 	var opts []imo.Option
 	switch sublayer {
 	case "auto":
@@ -212,13 +218,54 @@ func pullOptions(sublayer string, withReferrers bool, have []string) ([]imo.Opti
 		opts = append(opts, imo.WithReferrers())
 	}
 	for _, path := range have {
+		opt, err := haveOption(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, opt)
+	}
+	return opts, nil
+}
+
+// haveOption is the option of --have FILE: an inventory (a JSON file), or
+// an earlier archive (an archive file, a volume of a set, or their
+// directory), of which only the plan is read.
+func haveOption(ctx context.Context, path string) (imo.Option, error) {
+	if inventoryFile(path) {
 		inv, err := inventory.Load(path)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, imo.WithHave(inv))
+		return imo.WithHave(inv), nil
 	}
-	return opts, nil
+	a, _, err := volume.OpenArchive(ctx, false, path)
+	if err != nil {
+		return nil, fmt.Errorf("--have %s: neither an inventory nor an imo archive: %w", path, err)
+	}
+	defer a.Close()
+	return imo.WithSent(a), nil
+}
+
+// inventoryFile reports whether path is an inventory rather than an
+// archive: a regular file whose first byte, after white space, opens a JSON
+// object, or a pipe (read once, by inventory.Load).
+func inventoryFile(path string) bool {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() && !fi.IsDir() {
+		return true // for inventory.Load to read, or to say what is wrong
+	}
+	if fi.IsDir() {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	b := make([]byte, 512)
+	n, _ := f.Read(b)
+	t := bytes.TrimLeft(b[:n], " \t\r\n")
+	return len(t) > 0 && t[0] == '{'
 }
 
 // pullImages returns what to pull: the bundle the file from lists, or the
