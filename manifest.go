@@ -8,9 +8,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// Manifest fetches a manifest of ref from its registry, with the final
-// image's credentials and transport options, and returns its descriptor and
-// exact bytes. With a nil platform it is what the registry serves for ref;
+// Manifest fetches a manifest of ref, from its registry (with the final
+// image's credentials and transport options) or from the layout or archive
+// it names (oci:, oci-archive:, docker-archive:, as for a pull), and
+// returns its descriptor and exact bytes. With a nil platform it is what
+// the registry serves for ref, or the layout lists;
 // with one, when ref names an index, it is the image manifest of that
 // platform, which must be the only one of the index to match it (a
 // buildx index's attestations all match unknown/unknown, say); a single
@@ -20,19 +22,17 @@ func (i *Incremental) Manifest(ctx context.Context, ref string, platform *v1.Pla
 		return v1.Descriptor{}, nil, i.err
 	}
 	defer i.closeIdle()
-	r, err := i.parseRef(ref)
+	loc, err := i.parseLocation(ref)
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
-	repo, err := i.final.Open(ctx, r.Repo)
-	if err != nil {
-		return v1.Descriptor{}, nil, err
-	}
-	top, err := resolveRef(ctx, repo, r)
+	opened := &closers{}
+	defer opened.Close()
+	img, top, err := i.openImage(ctx, i.final, loc, opened)
 	if err != nil || platform == nil || !top.Desc.MediaType.IsIndex() {
 		return top.Desc, top.Raw, err
 	}
-	_, matched, err := matchPlatforms(ctx, repo, r.Fetch().String(), top, []v1.Platform{*platform})
+	_, matched, err := matchPlatforms(ctx, img.src, img.name, top, []v1.Platform{*platform})
 	switch {
 	case err != nil:
 		return v1.Descriptor{}, nil, err
@@ -43,7 +43,7 @@ func (i *Incremental) Manifest(ctx context.Context, ref string, platform *v1.Pla
 		}
 		return v1.Descriptor{}, nil, fmt.Errorf("%s has %d image manifests for %s (%s): there is no single one to show; name one by digest", ref, len(matched), platform, strings.Join(found, ", "))
 	}
-	raw, err := repo.Manifest(ctx, matched[0])
+	raw, err := img.src.Manifest(ctx, matched[0])
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}

@@ -209,13 +209,3 @@ func (i *Incremental) parseLocation(s string) (reference.Location, error) {
 	}
 	return l, nil
 }
-
-// parseRef parses a reference the caller gave, marking it for plain HTTP
-// when asked. Errors wrap [ErrInvalidReference] and say what is wrong.
-func (i *Incremental) parseRef(s string) (reference.Ref, error) {
-	r, err := reference.Parse(s, i.final.NameOptions()...)
-	if err != nil {
-		return reference.Ref{}, fmt.Errorf("%w: %q: %v", ErrInvalidReference, s, err)
-	}
-	return r, nil
-}

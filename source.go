@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo/archive"
+	"github.com/imokit/imo/internal/dockerarchive"
 	"github.com/imokit/imo/internal/graph"
 	"github.com/imokit/imo/internal/layout"
 	"github.com/imokit/imo/internal/reference"
@@ -17,7 +18,7 @@ import (
 )
 
 // imageSource is where a pull reads an image: a registry repository, an
-// OCI layout directory, or an OCI layout in a tar. Manifests and blobs
+// OCI layout directory, an OCI layout in a tar, or a docker-archive. Manifests and blobs
 // come checked against their descriptors; BlobFrom's bytes are checked by
 // the resumable writer.
 type imageSource interface {
@@ -84,8 +85,15 @@ func (i *Incremental) openImage(ctx context.Context, client *registry.Client, lo
 		}
 		opened.add(a)
 		img.src, where, idx = a, reference.OCIArchivePrefix+loc.Path, a.Index()
-	default:
-		return img, graph.Node{}, fmt.Errorf("%w: %s: docker-archive is not yet read as a source; copy it into an OCI layout first (skopeo copy docker-archive:FILE oci:DIR:TAG)", ErrInvalidReference, loc)
+	case reference.DockerArchive:
+		d, err := dockerarchive.Open(loc.Path, loc.Tag)
+		if err != nil {
+			return img, graph.Node{}, err
+		}
+		opened.add(d)
+		img.src = d
+		raw, err := d.Manifest(ctx, d.Top())
+		return img, graph.Node{Desc: d.Top(), Raw: raw}, err
 	}
 	desc, err := layout.Find(idx, where, loc.Tag, loc.Digest)
 	if err != nil {

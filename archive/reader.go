@@ -327,7 +327,7 @@ func (a *Reader) dockerArchive() bool {
 }
 
 func (a *Reader) notDockerArchive() error {
-	return a.invalid("this is a docker-archive (docker save, skopeo's docker-archive:); imo reads OCI image layouts in a tar: convert it with skopeo copy docker-archive:FILE oci-archive:OUT")
+	return a.invalid("this is a docker-archive (docker save, skopeo's docker-archive:), not an OCI image layout in a tar: pull from it as docker-archive:FILE")
 }
 
 // entryName normalizes a tar entry name, refusing absolute names and names

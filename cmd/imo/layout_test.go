@@ -30,6 +30,7 @@ func TestLayouts(t *testing.T) {
 		{[]string{"pull", "-q", "scratch", layout + ":v2", "-o", filepath.Join(dir, "back.tar")}, 0, ""},
 		{[]string{"push", "--plain-http", "-q", filepath.Join(dir, "back.tar"), site.Ref("back:v2")}, 0, "@" + v2.String()},
 		{[]string{"pull", "-q", "scratch", layout + ":v9"}, exitError, ""},
+		{[]string{"manifest", "--head", layout + ":v2"}, 0, v2.String()},
 		// A one-way link: the earlier archive stands for what the far side holds.
 		{[]string{"pull", "--plain-http", "-q", "--have", whole, "scratch", src.Ref("app:v2"), "-o", filepath.Join(dir, "sent.tar")}, 0, ""},
 		{[]string{"inspect", filepath.Join(dir, "sent.tar")}, 0, "sent before, in v1.tar"},

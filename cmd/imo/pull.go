@@ -26,8 +26,10 @@ func newPullCmd() *cobra.Command {
 config of FINAL, and each layer no platform of BASE has. BASE may be "scratch"
 for the whole image. Each of BASE and FINAL is an image in a registry
 (HOST/REPO:TAG, or docker://HOST/REPO:TAG), or in an OCI layout directory
-(oci:DIR[:TAG], oci:DIR@sha256:...) or tar (oci-archive:FILE[:TAG]), as skopeo
-writes them: a layout is read in place, each blob checked against its digest.
+(oci:DIR[:TAG], oci:DIR@sha256:...) or tar (oci-archive:FILE[:TAG]), or a
+docker save tar (docker-archive:FILE[:REPO:TAG]; its manifest is built from its
+config and layers, see the README): each is read in place, every blob checked
+against its digest.
 A regular output file appears complete or not at all: it
 is written as FILE.partial beside it and renamed over it once complete; a
 symbolic link's target is replaced that way and the link kept; a FIFO or
