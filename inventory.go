@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imokit/imo/internal/graph"
+	"github.com/imokit/imo/internal/layout"
 	"github.com/imokit/imo/internal/reference"
 	"github.com/imokit/imo/internal/registry"
 	"github.com/imokit/imo/inventory"
@@ -47,6 +48,9 @@ func (i *Incremental) Inventory(ctx context.Context, target string, repos ...str
 	}
 	defer i.closeIdle()
 	start := time.Now()
+	if isLayoutDest(target) {
+		return i.layoutInventory(ctx, target, repos, start)
+	}
 	host, prefix, _ := strings.Cut(target, "/")
 	prefix = strings.Trim(prefix, "/")
 	reg, names, err := i.inventoryTarget(host, prefix, repos)
@@ -81,6 +85,38 @@ func (i *Incremental) Inventory(ctx context.Context, target string, repos ...str
 	inv.Taken = time.Now().UTC()
 	inv.Took = time.Since(start).Round(time.Millisecond)
 	return inv, nil
+}
+
+// layoutInventory lists what the OCI layout target (oci:DIR) holds: every
+// image its index.json lists, with their manifests, configs and layers. A
+// layout has no repositories; the inventory's registry is oci:DIR.
+func (i *Incremental) layoutInventory(ctx context.Context, target string, repos []string, start time.Time) (*inventory.Inventory, error) {
+	loc, err := reference.ParseLocation(target)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("inventory target %q: %w", target, err)
+	case loc.Tag != "" || loc.Digest != "":
+		return nil, fmt.Errorf("inventory target %q: a layout is inventoried whole: give oci:DIR", target)
+	case len(repos) > 0:
+		return nil, fmt.Errorf("inventory target %q: a layout has no repositories to name", target)
+	}
+	l, err := layout.Open(loc.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	gs, err := graph.WalkAll(ctx, l.Index().Manifests, l, l.Name())
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", l.Name(), err)
+	}
+	t := &inventoryTaker{i: i, blobs: map[v1.Hash]*takenBlob{}}
+	for _, g := range gs {
+		if err := t.record("", l.Name(), g.Manifests, g.Blobs); err != nil {
+			return nil, err
+		}
+	}
+	return &inventory.Inventory{Version: inventory.Version, Registry: l.Name(), Repositories: []inventory.Repository{}, Blobs: t.list(),
+		Taken: time.Now().UTC(), Took: time.Since(start).Round(time.Millisecond)}, nil
 }
 
 // inventoryTarget parses the registry and prefix of Inventory's target and
@@ -223,12 +259,12 @@ func (t *inventoryTaker) tags(ctx context.Context, repo *registry.Repository, ta
 				t.i.opts.reporter.Report(Event{Kind: BlobSkipped, Ref: ref.String(), Digest: top.Desc.Digest, MediaType: top.Desc.MediaType, Size: top.Desc.Size,
 					Reason: fmt.Sprintf("inventory lists this manifest alone: %v", err)})
 				top.Desc.MediaType = graph.MediaType(top)
-				return t.record(repo.Name(), []graph.Node{top}, nil)
+				return t.record(repo.Name().RepositoryStr(), repo.Name().String(), []graph.Node{top}, nil)
 			}
 			if err != nil {
 				return fmt.Errorf("reading manifests of %s: %w", ref, err)
 			}
-			return t.record(repo.Name(), g.Manifests, g.Blobs)
+			return t.record(repo.Name().RepositoryStr(), repo.Name().String(), g.Manifests, g.Blobs)
 		})
 	}
 	return eg.Wait()
@@ -280,13 +316,14 @@ func (f *onceFetcher) Manifest(ctx context.Context, d v1.Descriptor) ([]byte, er
 // kindRank orders kinds for a digest seen as several: the lowest wins.
 var kindRank = map[string]int{inventory.KindManifest: 0, inventory.KindConfig: 1, inventory.KindLayer: 2}
 
-// record adds the manifests and blobs of one image in repo. A digest seen
-// with two sizes is an error.
-func (t *inventoryTaker) record(repo name.Repository, manifests []graph.Node, blobs []*graph.Blob) error {
+// record adds the manifests and blobs of one image in the repository
+// path (none for a layout), which errors call where. A digest seen with
+// two sizes is an error.
+func (t *inventoryTaker) record(path, where string, manifests []graph.Node, blobs []*graph.Blob) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, m := range manifests {
-		if err := t.add(repo, v1.Descriptor{MediaType: m.Desc.MediaType, Digest: m.Desc.Digest, Size: int64(len(m.Raw))}, inventory.KindManifest); err != nil {
+		if err := t.add(path, where, v1.Descriptor{MediaType: m.Desc.MediaType, Digest: m.Desc.Digest, Size: int64(len(m.Raw))}, inventory.KindManifest); err != nil {
 			return err
 		}
 	}
@@ -298,22 +335,23 @@ func (t *inventoryTaker) record(repo name.Repository, manifests []graph.Node, bl
 		if b.Config {
 			kind = inventory.KindConfig
 		}
-		if err := t.add(repo, b.Desc, kind); err != nil {
+		if err := t.add(path, where, b.Desc, kind); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// add records that repo holds d as kind; the caller holds t.mu.
-func (t *inventoryTaker) add(repo name.Repository, d v1.Descriptor, kind string) error {
+// add records that the repository path (none for a layout), which errors
+// call where, holds d as kind; the caller holds t.mu.
+func (t *inventoryTaker) add(path, where string, d v1.Descriptor, kind string) error {
 	b, ok := t.blobs[d.Digest]
 	if !ok {
-		b = &takenBlob{size: d.Size, kind: kind, mediaType: d.MediaType, repos: map[string]bool{}, where: repo.String()}
+		b = &takenBlob{size: d.Size, kind: kind, mediaType: d.MediaType, repos: map[string]bool{}, where: where}
 		t.blobs[d.Digest] = b
 	}
 	if b.size != d.Size {
-		return fmt.Errorf("%w: %s is %d bytes in %s and %d bytes in %s", ErrInvalidManifest, d.Digest, b.size, b.where, d.Size, repo)
+		return fmt.Errorf("%w: %s is %d bytes in %s and %d bytes in %s", ErrInvalidManifest, d.Digest, b.size, b.where, d.Size, where)
 	}
 	if kindRank[kind] < kindRank[b.kind] {
 		b.kind = kind
@@ -321,7 +359,9 @@ func (t *inventoryTaker) add(repo name.Repository, d v1.Descriptor, kind string)
 	if d.MediaType != "" && (b.mediaType == "" || d.MediaType < b.mediaType) {
 		b.mediaType = d.MediaType
 	}
-	b.repos[repo.RepositoryStr()] = true
+	if path != "" {
+		b.repos[path] = true
+	}
 	return nil
 }
 

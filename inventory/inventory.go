@@ -62,7 +62,8 @@ const (
 type Inventory struct {
 	// Version is the format version, [Version].
 	Version int `json:"imoInventoryVersion"`
-	// Registry is the registry's host[:port] as given.
+	// Registry is the registry's host[:port] as given, or, for an OCI
+	// layout, oci:DIR.
 	Registry string `json:"registry"`
 	// Prefix is the repository path prefix the inventory was limited to,
 	// if any.

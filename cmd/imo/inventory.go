@@ -19,12 +19,14 @@ func newInventoryCmd() *cobra.Command {
 that repositories of the destination registry hold, and which repositories
 hold each. TARGET is host[:port] or host[:port]/prefix; REPOs are repository
 paths under TARGET. Without REPOs, every repository the registry's catalog
-lists under TARGET is inventoried. The file is sorted, one blob per line, so
+lists under TARGET is inventoried. TARGET may also be an OCI layout directory,
+oci:DIR: every image its index.json lists. The file is sorted, one blob per line, so
 that two inventories diff well, and appears complete or not at all. A summary
 goes to standard error (not with --quiet). Uses the destination's flags (--dest-creds, ...).`,
 		Example: `  imo inventory site-registry:5000 -o have.json
   imo inventory site-registry:5000/mirror team/app team/tool -o have.json
-  imo inventory site-registry:5000 library/debian -o - | gzip > have.json.gz`,
+  imo inventory site-registry:5000 library/debian -o - | gzip > have.json.gz
+  imo inventory oci:/srv/images -o have.json`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 {
 				return usagef("%s takes a TARGET and optional repositories, got no argument", cmd.Name())

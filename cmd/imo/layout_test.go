@@ -31,6 +31,11 @@ func TestLayouts(t *testing.T) {
 		{[]string{"push", "--plain-http", "-q", filepath.Join(dir, "back.tar"), site.Ref("back:v2")}, 0, "@" + v2.String()},
 		{[]string{"pull", "-q", "scratch", layout + ":v9"}, exitError, ""},
 		{[]string{"manifest", "--head", layout + ":v2"}, 0, v2.String()},
+		// What the layout holds, as an inventory: a pull against it carries
+		// only the new config.
+		{[]string{"inventory", "-q", layout, "-o", filepath.Join(dir, "site.json")}, 0, ""},
+		{[]string{"pull", "--plain-http", "-q", "--have", filepath.Join(dir, "site.json"), "scratch", src.Ref("app:v2"), "-o", filepath.Join(dir, "inv.tar")}, 0, ""},
+		{[]string{"inspect", filepath.Join(dir, "inv.tar")}, 0, "in the inventory of " + layout},
 		// A one-way link: the earlier archive stands for what the far side holds.
 		{[]string{"pull", "--plain-http", "-q", "--have", whole, "scratch", src.Ref("app:v2"), "-o", filepath.Join(dir, "sent.tar")}, 0, ""},
 		{[]string{"inspect", filepath.Join(dir, "sent.tar")}, 0, "sent before, in v1.tar"},
