@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -294,5 +295,52 @@ func TestHeldByPrefixRepository(t *testing.T) {
 	arc := pullBundleFile(t, imo.New(imo.WithPlainHTTP(), imo.WithHave(inv)), []imo.Pair{{Base: imo.Scratch, Final: src.ref("team/app:v2")}})
 	if _, err := pushArchive(ctx, inc, arc, site.Host+"/mirror"); err != nil {
 		t.Errorf("PushArchive() = %v; the inventory saw the blobs in the repository mirror", err)
+	}
+}
+
+// TestSentArchives is a one-way link: no inventory comes back, and each
+// pull leaves out what the earlier archives sent, so the second carries
+// only what changed, and pushes digest for digest where the first was
+// pushed.
+func TestSentArchives(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	src, pair := setup(t, oci, "linux/amd64", "linux/arm64")
+	inc := imo.New(imo.WithPlainHTTP())
+	first := pullFile(t, inc, imo.Scratch, src.ref("app:v1"))
+	a, err := archive.Open(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := imo.New(imo.WithPlainHTTP(), imo.WithSent(a))
+	a.Close()
+	second := pullFile(t, sent, imo.Scratch, src.ref("app:v2"))
+	if got, want := included(t, second), included(t, pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))); !slices.Equal(got, want) {
+		t.Errorf("with the first archive sent, the second carries %v; v1→v2 carries %v", got, want)
+	}
+	b, err := archive.Open(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if s := b.Plan().Sent; len(s) != 1 || s[0].Archive != "difference.tar" || s[0].Plan == (v1.Hash{}) {
+		t.Errorf("the plan lists the archives sent as %+v", s)
+	}
+	for _, pb := range b.Plan().Blobs {
+		if !pb.Included && pb.Reason != archive.SentIn("difference.tar") {
+			t.Errorf("%s is left out %q, want as sent in difference.tar", pb.Digest, pb.Reason)
+		}
+	}
+	dst := newTestRegistry(t, nil)
+	for _, step := range []struct{ path, tag string }{{first, "v1"}, {second, "v2"}} {
+		if err := inc.Push(ctx, step.path, dst.ref("app:"+step.tag)); err != nil {
+			t.Fatalf("push of the %s archive: %v", step.tag, err)
+		}
+	}
+	if got, err := headDigest(dst.ref("app:v2")); err != nil || got != digest(t, pair.V2) {
+		t.Errorf("app:v2 at the far side is %v (%v), want %s", got, err, digest(t, pair.V2))
+	}
+	if _, err := imo.New(imo.WithSent(nil)).Resolve(ctx, imo.Pair{Base: imo.Scratch, Final: src.ref("app:v2")}); !errors.Is(err, imo.ErrInvalidOption) {
+		t.Errorf("WithSent(nil) = %v, want ErrInvalidOption", err)
 	}
 }

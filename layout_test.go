@@ -360,116 +360,43 @@ func TestLayoutDestination(t *testing.T) {
 	})
 }
 
-// TestSentArchives is a one-way link: no inventory comes back, and each
-// pull leaves out what the earlier archives sent, so the second carries
-// only what changed, and pushes digest for digest where the first was
-// pushed.
-func TestSentArchives(t *testing.T) {
+// TestBundleFromLayouts pulls a bundle whose images come from a layout:
+// into a layout they go named as the bundle names them, and a registry
+// target, which needs repository paths, refuses them clearly.
+func TestBundleFromLayouts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	src, pair := setup(t, oci, "linux/amd64", "linux/arm64")
+	src, _ := setup(t, docker, "linux/amd64")
 	inc := imo.New(imo.WithPlainHTTP())
-	first := pullFile(t, inc, imo.Scratch, src.ref("app:v1"))
-	a, err := archive.Open(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sent := imo.New(imo.WithPlainHTTP(), imo.WithSent(a))
-	a.Close()
-	second := pullFile(t, sent, imo.Scratch, src.ref("app:v2"))
-	if got, want := included(t, second), included(t, pullFile(t, inc, src.ref("app:v1"), src.ref("app:v2"))); !slices.Equal(got, want) {
-		t.Errorf("with the first archive sent, the second carries %v; v1→v2 carries %v", got, want)
-	}
-	b, err := archive.Open(second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if s := b.Plan().Sent; len(s) != 1 || s[0].Archive != "difference.tar" || s[0].Plan == (v1.Hash{}) {
-		t.Errorf("the plan lists the archives sent as %+v", s)
-	}
-	for _, pb := range b.Plan().Blobs {
-		if !pb.Included && pb.Reason != archive.SentIn("difference.tar") {
-			t.Errorf("%s is left out %q, want as sent in difference.tar", pb.Digest, pb.Reason)
+	site := "oci:" + filepath.Join(t.TempDir(), "site")
+	for _, tag := range []string{"v1", "v2"} {
+		if err := inc.Push(ctx, pullFile(t, inc, imo.Scratch, src.ref("app:"+tag)), site+":"+tag); err != nil {
+			t.Fatal(err)
 		}
+	}
+	d, err := inc.Resolve(ctx, imo.Bundle{{Base: imo.Scratch, Final: site + ":v1"}, {Base: site + ":v1", Final: site + ":v2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(t.TempDir(), "bundle.tar")
+	err = d.WriteFile(ctx, bundle)
+	d.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
 	dst := newTestRegistry(t, nil)
-	for _, step := range []struct{ path, tag string }{{first, "v1"}, {second, "v2"}} {
-		if err := inc.Push(ctx, step.path, dst.ref("app:"+step.tag)); err != nil {
-			t.Fatalf("push of the %s archive: %v", step.tag, err)
+	if err := inc.Push(ctx, bundle, dst.ref("mirror")); !errors.Is(err, imo.ErrInvalidTarget) || !strings.Contains(err.Error(), "no repository path") {
+		t.Errorf("push of a bundle from a layout to a registry target = %v, want ErrInvalidTarget saying why", err)
+	}
+	other := "oci:" + filepath.Join(t.TempDir(), "other")
+	if err := inc.Push(ctx, bundle, other); err != nil {
+		t.Fatalf("push of the bundle into a layout: %v", err)
+	}
+	for _, tag := range []string{"v1", "v2"} {
+		want := pullFile(t, inc, imo.Scratch, site+":"+tag)
+		got := pullFile(t, inc, imo.Scratch, other+":"+site+":"+tag)
+		if w, g := included(t, want), included(t, got); !slices.Equal(w, g) {
+			t.Errorf("%s in the other layout carries %v, want %v", tag, g, w)
 		}
 	}
-	if got, err := headDigest(dst.ref("app:v2")); err != nil || got != digest(t, pair.V2) {
-		t.Errorf("app:v2 at the far side is %v (%v), want %s", got, err, digest(t, pair.V2))
-	}
-	if _, err := imo.New(imo.WithSent(nil)).Resolve(ctx, imo.Pair{Base: imo.Scratch, Final: src.ref("app:v2")}); !errors.Is(err, imo.ErrInvalidOption) {
-		t.Errorf("WithSent(nil) = %v, want ErrInvalidOption", err)
-	}
-}
-
-// TestPullFromDockerArchives pulls from tars that skopeo's docker-archive
-// transport wrote: the configs and diff IDs stay the registry's, two
-// archives share layers by diff ID, and what lands is what imo built.
-func TestPullFromDockerArchives(t *testing.T) {
-	t.Parallel()
-	requireBinary(t, "skopeo")
-	ctx := context.Background()
-	for _, tc := range cases[:2] { // a docker-archive holds one platform
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			src, pair := setup(t, tc.format, tc.platforms...)
-			dir := t.TempDir()
-			saved := map[string]string{}
-			for _, tag := range []string{"v1", "v2"} {
-				saved[tag] = filepath.Join(dir, tag+".tar")
-				skopeo(t, "copy", "--src-tls-verify=false", "docker://"+src.ref("app:"+tag), "docker-archive:"+saved[tag]+":app:"+tag)
-			}
-			inc := imo.New(imo.WithPlainHTTP())
-			whole := pullFile(t, inc, imo.Scratch, "docker-archive:"+saved["v1"])
-			diff := pullFile(t, inc, "docker-archive:"+saved["v1"], "docker-archive:"+saved["v2"]+":app:v2")
-			cf1, _ := pair.V1.(v1.Image).ConfigFile()
-			cf2, _ := pair.V2.(v1.Image).ConfigFile()
-			want := 1 // the config
-			for _, d := range cf2.RootFS.DiffIDs {
-				if !slices.Contains(cf1.RootFS.DiffIDs, d) {
-					want++
-				}
-			}
-			if got := included(t, diff); len(got) != want {
-				t.Errorf("v1→v2 between docker-archives carries %d blobs, want %d (the config and the layers of new diff IDs)", len(got), want)
-			}
-			dst := newTestRegistry(t, nil)
-			for _, step := range []struct{ path, tag string }{{whole, "v1"}, {diff, "v2"}} {
-				if err := inc.Push(ctx, step.path, dst.ref("app:"+step.tag)); err != nil {
-					t.Fatalf("push of %s: %v", step.tag, err)
-				}
-			}
-			for tag, img := range map[string]v1.Image{"v1": pair.V1.(v1.Image), "v2": pair.V2.(v1.Image)} {
-				raw := skopeo(t, "inspect", "--tls-verify=false", "--config", "--raw", "docker://"+dst.ref("app:"+tag))
-				wantConfig, _ := img.RawConfigFile()
-				if string(raw) != string(wantConfig) {
-					t.Errorf("app:%s's config at the far side differs from the registry's", tag)
-				}
-			}
-		})
-	}
-	t.Run("errors", func(t *testing.T) {
-		t.Parallel()
-		src, _ := setup(t, docker, "linux/amd64")
-		saved := filepath.Join(t.TempDir(), "saved.tar")
-		skopeo(t, "copy", "--src-tls-verify=false", "docker://"+src.ref("app:v1"), "docker-archive:"+saved+":app:v1")
-		ociTar := filepath.Join(t.TempDir(), "oci.tar")
-		skopeo(t, "copy", "--src-tls-verify=false", "docker://"+src.ref("app:v1"), "oci-archive:"+ociTar+":v1")
-		for _, tc := range []struct{ final, want string }{
-			{"docker-archive:" + saved + ":app:v9", "no image tagged app:v9: it has docker.io/library/app:v1"},
-			{"docker-archive:" + ociTar, "OCI layout in a tar; read it as oci-archive:"},
-			{"docker-archive:" + filepath.Join(t.TempDir(), "none.tar"), "no such file"},
-			{"oci-archive:" + saved, "docker-archive"},
-		} {
-			_, err := imo.New().Resolve(ctx, imo.Pair{Base: imo.Scratch, Final: tc.final})
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("pull of %s = %v, want it to say %q", tc.final, err, tc.want)
-			}
-		}
-	})
 }

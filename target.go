@@ -65,6 +65,9 @@ func parseSource(source string) (reference.Ref, error) {
 	if source == "" {
 		return reference.Ref{}, fmt.Errorf("%w: the image has no reference name in the archive; push it to an explicit reference", ErrInvalidTarget)
 	}
+	if loc, err := reference.ParseLocation(source); err == nil && loc.Kind != reference.Registry {
+		return reference.Ref{}, fmt.Errorf("%w: the archive's image %q was pulled from a layout or tar, which gives it no repository path: push it to an image reference (REGISTRY/REPO[:TAG]) or a layout", ErrInvalidTarget, source)
+	}
 	src, err := reference.Parse(source)
 	if err != nil {
 		return reference.Ref{}, fmt.Errorf("%w: the archive names the image %q, which is not a reference: %v", ErrInvalidTarget, source, err)

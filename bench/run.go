@@ -337,6 +337,15 @@ func (b *bench) scenarios() ([]scenario, error) {
 	if vols := strings.Fields(string(made)); len(vols) > 3 {
 		os.Remove(vols[1]) // one data volume lost: parity rebuilds it
 	}
+	// The same image read from an OCI layout on this disk rather than from
+	// the registry: what a CI build that ends in a layout costs to pull.
+	site := filepath.Join(archives, "site")
+	if made, err := exec.Command(b.imo, "push", "-q", whole, "oci:"+site+":v2").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("imo push into a layout: %v\n%s", err, made)
+	}
+	out[1].tools = append(out[1].tools, tool{name: "imo pull from an OCI layout (oci:DIR) -o FILE", cmd: func(_ int, dir string) (*exec.Cmd, error) {
+		return exec.Command(b.imo, "pull", "-q", "scratch", "oci:"+site+":v2", "-o", filepath.Join(dir, "a.tar")), nil
+	}})
 	// The same through a network link rather than from a registry on this
 	// machine: what volumes cost when the network, not the CPU, is the limit.
 	link := strings.TrimPrefix(b.link.URL, "http://")
