@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,10 @@ func TestLayouts(t *testing.T) {
 	whole, diff := filepath.Join(dir, "v1.tar"), filepath.Join(dir, "diff.tar")
 	v1, _ := pair.V1.Digest()
 	v2, _ := pair.V2.Digest()
+	pairs := filepath.Join(dir, "pairs.txt")
+	if err := os.WriteFile(pairs, []byte("# from the site's layout\nscratch "+layout+":v1\n"+layout+":v1 "+layout+":v2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	steps := []struct {
 		args []string
 		code int
@@ -31,6 +36,9 @@ func TestLayouts(t *testing.T) {
 		{[]string{"push", "--plain-http", "-q", filepath.Join(dir, "back.tar"), site.Ref("back:v2")}, 0, "@" + v2.String()},
 		{[]string{"pull", "-q", "scratch", layout + ":v9"}, exitError, ""},
 		{[]string{"manifest", "--head", layout + ":v2"}, 0, v2.String()},
+		// A bundle of pairs from the layout, through a --from file, into another layout.
+		{[]string{"pull", "-q", "--from", pairs, "-o", filepath.Join(dir, "bundle.tar")}, 0, ""},
+		{[]string{"push", "-q", filepath.Join(dir, "bundle.tar"), "oci:" + filepath.Join(dir, "copy")}, 0, ":" + layout + ":v2@" + v2.String()},
 		// What the layout holds, as an inventory: a pull against it carries
 		// only the new config.
 		{[]string{"inventory", "-q", layout, "-o", filepath.Join(dir, "site.json")}, 0, ""},
