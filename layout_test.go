@@ -334,6 +334,19 @@ func TestLayoutDestination(t *testing.T) {
 		}
 	})
 
+	t.Run("an empty directory becomes a layout", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := inc.PushVet(ctx, whole, "oci:"+dir); err != nil {
+			t.Errorf("vet of a whole image against an empty directory = %v", err)
+		}
+		if err := inc.Push(ctx, whole, "oci:"+dir+":v1"); err != nil {
+			t.Errorf("push into an empty directory = %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "oci-layout")); err != nil {
+			t.Errorf("the empty directory is no layout after the push: %v", err)
+		}
+	})
+
 	t.Run("refusals", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "file")
 		os.WriteFile(file, []byte("x"), 0o644)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -132,7 +131,7 @@ func (j *layoutJob) vet(ctx context.Context) ([]ImageResult, error) {
 			}
 			has := false
 			if l != nil {
-				if has, err = l.Has(b.Desc.Digest); err != nil {
+				if has, err = l.Has(b.Desc); err != nil {
 					return nil, err
 				}
 			}
@@ -158,27 +157,22 @@ func (j *layoutJob) vet(ctx context.Context) ([]ImageResult, error) {
 
 // push vets, and only when every image passes writes the blobs the archive
 // carries and the layout lacks, every manifest, and last index.json,
-// atomically. A push that fails removes what it wrote (the directory too,
-// when it made it), leaving the layout as it was.
+// atomically, holding the layout's lock throughout. A push that fails
+// removes what it wrote (the directory too, when it made it), leaving the
+// layout as it was.
 func (j *layoutJob) push(ctx context.Context, jobs int) (out []ImageResult, err error) {
 	if out, err = j.vet(ctx); err != nil {
 		return out, err
 	}
-	l, created, err := layout.Create(j.dir)
+	l, err := layout.Create(ctx, j.dir)
 	if err != nil {
 		return nil, err
 	}
-	var written []v1.Hash
 	defer func() {
-		if err != nil && !created {
-			for _, h := range written {
-				l.RemoveBlob(h)
-			}
+		if err != nil {
+			l.Undo()
 		}
 		l.Close()
-		if err != nil && created {
-			os.RemoveAll(j.dir)
-		}
 	}()
 	blobs := map[v1.Hash]v1.Descriptor{}
 	for _, img := range j.images {
@@ -191,14 +185,6 @@ func (j *layoutJob) push(ctx context.Context, jobs int) (out []ImageResult, err 
 			}
 		}
 	}
-	done := make(chan v1.Hash)
-	collected := make(chan struct{})
-	go func() {
-		for h := range done {
-			written = append(written, h)
-		}
-		close(collected)
-	}()
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(jobs)
 	for _, desc := range blobs {
@@ -208,22 +194,18 @@ func (j *layoutJob) push(ctx context.Context, jobs int) (out []ImageResult, err 
 				return err
 			}
 			defer rc.Close()
-			ok, err := l.WriteBlob(ectx, desc, rc)
-			if ok {
-				done <- desc.Digest
-			}
-			return err
+			return l.WriteBlob(ectx, desc, rc)
 		})
 	}
-	err = eg.Wait()
-	close(done)
-	<-collected
-	if err != nil {
+	if err = eg.Wait(); err != nil {
 		return nil, err
 	}
 	entries := make([]v1.Descriptor, len(j.images))
 	for n, img := range j.images {
 		entries[n] = img.entry
 	}
-	return out, l.SetImages(entries)
+	if err = l.SetImages(entries); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -429,8 +429,11 @@ func (a *Reader) BlobFrom(_ context.Context, desc v1.Descriptor, off int64, repo
 	if !ok {
 		return nil, a.invalid("blob %s is not in the archive", desc.Digest)
 	}
-	if s.Size() != desc.Size || off > desc.Size {
+	if s.Size() != desc.Size {
 		return nil, &DigestMismatchError{Source: a.name, Want: desc.Digest, WantSize: desc.Size, GotSize: s.Size()}
+	}
+	if off < 0 || off > desc.Size {
+		return nil, fmt.Errorf("blob %s of %s: offset %d is outside its %d bytes", desc.Digest, a.name, off, desc.Size)
 	}
 	return io.NopCloser(verify.Progress(io.NewSectionReader(s, off, desc.Size-off), off, report)), nil
 }

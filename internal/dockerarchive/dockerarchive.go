@@ -322,6 +322,9 @@ func (img *Image) Blob(_ context.Context, desc v1.Descriptor, report func(int64)
 // BlobFrom streams the bytes of the blob desc names from byte off to its
 // end, unverified, for a writer that checks them with the ones before off.
 func (img *Image) BlobFrom(_ context.Context, desc v1.Descriptor, off int64, report func(int64)) (io.ReadCloser, error) {
+	if off < 0 || off > desc.Size {
+		return nil, fmt.Errorf("blob %s of %s: offset %d is outside its %d bytes", desc.Digest, img.name, off, desc.Size)
+	}
 	s, err := img.section(desc)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo/archive"
@@ -33,6 +34,11 @@ type Layout struct {
 	dir   string
 	root  *os.Root
 	index *v1.IndexManifest
+	// For a layout opened to write (see Create):
+	unlock  func()     // releases the lock on the layout
+	created bool       // Create made the directory
+	mu      sync.Mutex // guards made
+	made    []string   // files and directories written, in order, for Undo
 }
 
 // Open opens the layout in dir and reads its index.json.
@@ -50,18 +56,22 @@ func Open(dir string) (*Layout, error) {
 }
 
 // OpenIfExists opens the layout in dir as [Open] does, or returns nil when
-// there is nothing at dir. A file in the way is refused.
+// there is nothing at dir, or an empty directory. A file in the way is
+// refused.
 func OpenIfExists(dir string) (*Layout, error) {
-	fi, err := os.Stat(dir)
+	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("opening OCI layout %s: %w", dir, err)
-	case !fi.IsDir():
+	case err == nil && len(entries) == 0:
+		return nil, nil
+	case err == nil:
+		return Open(dir)
+	}
+	if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
 		return nil, fmt.Errorf("%w: oci:%s is a file, not a directory", ErrInvalid, dir)
 	}
-	return Open(dir)
+	return nil, fmt.Errorf("opening OCI layout %s: %w", dir, err)
 }
 
 // read checks oci-layout and reads index.json.
@@ -95,6 +105,9 @@ func (l *Layout) read() error {
 
 // readSmall reads a metadata file of at most graph.MaxManifestSize bytes.
 func (l *Layout) readSmall(name string) ([]byte, error) {
+	if fi, err := l.root.Stat(name); err == nil && !fi.Mode().IsRegular() { // a FIFO would block the open
+		return nil, l.invalid("%s is not a regular file", name)
+	}
 	f, err := l.root.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s in %s: %w", name, l.Name(), err)
@@ -120,43 +133,47 @@ func (l *Layout) Name() string { return "oci:" + l.dir }
 // Index is the layout's index.json.
 func (l *Layout) Index() *v1.IndexManifest { return l.index }
 
-// Close releases the layout's directory.
-func (l *Layout) Close() error { return l.root.Close() }
+// Close releases the layout's directory, and its lock when it was opened to
+// write.
+func (l *Layout) Close() error {
+	if l.unlock != nil {
+		l.unlock()
+	}
+	return l.root.Close()
+}
 
 // open opens the blob h, checking that it is a regular file of size bytes.
 func (l *Layout) open(h v1.Hash, size int64) (*os.File, error) {
-	f, err := l.root.Open(archive.BlobName(h))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s: %s", ErrBlobNotFound, l.Name(), h)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading %s in %s: %w", h, l.Name(), err)
-	}
-	fi, err := f.Stat()
+	name := archive.BlobName(h)
+	fi, err := l.root.Stat(name)
 	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w: %s: %s", ErrBlobNotFound, l.Name(), h)
 	case err != nil:
-		f.Close()
 		return nil, fmt.Errorf("reading %s in %s: %w", h, l.Name(), err)
-	case !fi.Mode().IsRegular():
-		f.Close()
+	case !fi.Mode().IsRegular(): // a FIFO would block the open
 		return nil, l.invalid("blob %s is not a regular file", h)
 	case fi.Size() != size:
-		f.Close()
 		return nil, &verify.MismatchError{Source: l.Name(), Want: h, WantSize: size, GotSize: fi.Size()}
+	}
+	f, err := l.root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s in %s: %w", h, l.Name(), err)
 	}
 	return f, nil
 }
 
-// Has reports whether the layout holds the blob h.
-func (l *Layout) Has(h v1.Hash) (bool, error) {
-	fi, err := l.root.Stat(archive.BlobName(h))
+// Has reports whether the layout holds the blob desc names: a regular file
+// of its size (its bytes are checked when it is read).
+func (l *Layout) Has(desc v1.Descriptor) (bool, error) {
+	fi, err := l.root.Stat(archive.BlobName(desc.Digest))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
 	case err != nil:
-		return false, fmt.Errorf("looking for %s in %s: %w", h, l.Name(), err)
+		return false, fmt.Errorf("looking for %s in %s: %w", desc.Digest, l.Name(), err)
 	}
-	return fi.Mode().IsRegular(), nil
+	return fi.Mode().IsRegular() && fi.Size() == desc.Size, nil
 }
 
 // Manifest returns the exact bytes of the manifest desc names, checked
@@ -202,6 +219,9 @@ func (l *Layout) Blob(_ context.Context, desc v1.Descriptor, report func(int64))
 // end, unverified, for a writer that checks them with the ones before off.
 // report, when not nil, is told the running byte count, off included.
 func (l *Layout) BlobFrom(_ context.Context, desc v1.Descriptor, off int64, report func(int64)) (io.ReadCloser, error) {
+	if off < 0 || off > desc.Size {
+		return nil, fmt.Errorf("blob %s of %s: offset %d is outside its %d bytes", desc.Digest, l.Name(), off, desc.Size)
+	}
 	f, err := l.open(desc.Digest, desc.Size)
 	if err != nil {
 		return nil, err

@@ -108,18 +108,18 @@ func TestWrite(t *testing.T) {
 	}
 	defer from.Close()
 	dir := filepath.Join(t.TempDir(), "new")
-	l, created, err := Create(dir)
-	if err != nil || !created {
-		t.Fatalf("Create() = %v, %v", created, err)
+	l, err := Create(ctx, dir)
+	if err != nil {
+		t.Fatalf("Create() = %v", err)
 	}
-	for _, want := range []bool{true, false} { // the second time, it is there
+	for range 2 { // the second time, it is there
 		rc, _ := from.Blob(ctx, desc, nil)
-		written, err := l.WriteBlob(ctx, desc, rc)
+		err := l.WriteBlob(ctx, desc, rc)
 		rc.Close()
-		if err != nil || written != want {
-			t.Fatalf("WriteBlob() = %v, %v; want %v", written, err, want)
+		if err != nil {
+			t.Fatalf("WriteBlob() = %v", err)
 		}
-		if has, _ := l.Has(desc.Digest); !has {
+		if has, _ := l.Has(desc); !has {
 			t.Error("WriteBlob() wrote nothing")
 		}
 	}
@@ -145,6 +145,40 @@ func TestWrite(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 3 {
 		t.Errorf("the layout holds %v, want oci-layout, index.json and blobs alone", entries)
+	}
+}
+
+// TestUndo checks that Undo leaves every kind of destination as it was:
+// a directory that did not exist, an empty one, and a layout without a
+// blobs directory yet.
+func TestUndo(t *testing.T) {
+	ctx := context.Background()
+	src, desc := newLayout(t, `{"schemaVersion":2,"manifests":[]}`)
+	from, err := Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer from.Close()
+	bare := t.TempDir() // a layout with no blobs directory
+	os.WriteFile(filepath.Join(bare, archive.LayoutFile), []byte(layoutMarker), 0o644)
+	os.WriteFile(filepath.Join(bare, archive.IndexFile), []byte(`{"schemaVersion":2,"manifests":[]}`), 0o644)
+	for name, dir := range map[string]string{"absent": filepath.Join(t.TempDir(), "absent"), "empty": t.TempDir(), "bare layout": bare} {
+		before, _ := os.ReadDir(dir)
+		l, err := Create(ctx, dir)
+		if err != nil {
+			t.Fatalf("%s: Create() = %v", name, err)
+		}
+		rc, _ := from.Blob(ctx, desc, nil)
+		if err := l.WriteBlob(ctx, desc, rc); err != nil {
+			t.Fatal(err)
+		}
+		rc.Close()
+		l.Undo()
+		l.Close()
+		after, _ := os.ReadDir(dir)
+		if len(after) != len(before) {
+			t.Errorf("%s: after Undo the directory holds %v, before %v", name, after, before)
+		}
 	}
 }
 
