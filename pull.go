@@ -242,9 +242,11 @@ func (d *Difference) WriteVolumes(ctx context.Context, out string, size int64, p
 		return nil, err
 	case err != nil:
 		w.Abort()
+		journal.Close() // before removing it, which some systems refuse for an open file
 		os.Remove(journalPath)
 		return nil, err
 	}
+	journal.Close()
 	os.Remove(journalPath)
 	return w.Paths(), nil
 }

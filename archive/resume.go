@@ -139,7 +139,9 @@ func (r *Resumption) Claimed() int64 {
 // it got, and Resumed says what it kept and wrote.
 func (r *Resumption) Write(ctx context.Context, w ReadWriterAt, fetch FetchFrom, jobs int) (Resumed, error) {
 	l := r.l
-	res := Resumed{Discarded: r.Discarded}
+	// Until the blobs are written, what the earlier attempt wrote is what
+	// the storage holds: a failure before then must not throw it away.
+	res := Resumed{Discarded: r.Discarded, Written: r.Claimed()}
 	table := make([]byte, 0, l.blobCount()*journalLine)
 	for k := range l.blobCount() {
 		n := int64(0)
@@ -283,11 +285,17 @@ func (b *resumingBlob) write(ctx context.Context, fetch FetchFrom) error {
 	return err
 }
 
-// hashPrefix hashes the bytes an earlier attempt wrote.
+// hashPrefix hashes the bytes an earlier attempt wrote. Storage shorter
+// than the journal says (a volume cut short, a file truncated) keeps
+// nothing: the blob is fetched whole.
 func (b *resumingBlob) hashPrefix(ctx context.Context, h hash.Hash) error {
-	_, err := io.Copy(h, contextReader{ctx: ctx, r: io.NewSectionReader(b.w, b.off, b.have)})
+	n, err := io.Copy(h, contextReader{ctx: ctx, r: io.NewSectionReader(b.w, b.off, b.have)})
 	if err != nil {
 		return fmt.Errorf("reading back %s: %w", BlobName(b.desc.Digest), err)
+	}
+	if n < b.have {
+		b.have = 0
+		h.Reset()
 	}
 	return nil
 }

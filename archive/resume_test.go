@@ -84,13 +84,15 @@ func TestResume(t *testing.T) {
 		salt      string
 		fresh     bool
 		damage    bool // flip a byte the first attempt wrote of the cut blob
+		truncate  bool // cut the storage short inside what the first attempt wrote of it
 		wantKept  bool
 		discarded string
 	}{
-		{"resumed", "file", false, false, true, ""},
-		{"stored otherwise", "volumes 1 0", false, false, false, "other images"},
-		{"asked to start afresh", "file", true, false, false, "afresh"},
-		{"the kept part damaged", "file", false, true, false, ""},
+		{"resumed", "file", false, false, false, true, ""},
+		{"stored otherwise", "volumes 1 0", false, false, false, false, "other images"},
+		{"asked to start afresh", "file", true, false, false, false, "afresh"},
+		{"the kept part damaged", "file", false, true, false, false, ""},
+		{"the storage shorter than the journal says", "file", false, false, true, false, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,11 +104,13 @@ func TestResume(t *testing.T) {
 			if !errors.Is(err, errCut) || res.Written < f.cutAt {
 				t.Fatalf("the first attempt = %+v, %v; want it cut, with the bytes before the cut written", res, err)
 			}
-			if tc.damage {
-				for _, e := range f.l.Entries() {
-					if e.Name == BlobName(f.cut) {
-						storage.b[e.Offset+1000] ^= 1
-					}
+			for _, e := range f.l.Entries() {
+				switch {
+				case e.Name != BlobName(f.cut):
+				case tc.damage:
+					storage.b[e.Offset+1000] ^= 1
+				case tc.truncate:
+					storage.b = storage.b[:e.Offset+1000]
 				}
 			}
 			f.cut, f.fetched = v1.Hash{}, atomic.Int64{}
@@ -127,7 +131,7 @@ func TestResume(t *testing.T) {
 				// The damage shows only once the blob is whole: its rest, then
 				// all of it again.
 				t.Errorf("resuming with the kept part damaged fetched %d bytes, want the rest of the blob and then all of it (%d)", f.fetched.Load(), 2*f.layers[1].Size-f.cutAt)
-			case !tc.wantKept && !tc.damage && (f.fetched.Load() != fetchedAll || res.Kept != 0):
+			case !tc.wantKept && !tc.damage && !tc.truncate && (f.fetched.Load() != fetchedAll || res.Kept != 0):
 				t.Errorf("starting afresh fetched %d bytes and kept %d; want all %d fetched", f.fetched.Load(), res.Kept, fetchedAll)
 			}
 			if !bytes.Contains([]byte(r.Discarded), []byte(tc.discarded)) || (tc.discarded == "") != (r.Discarded == "") {

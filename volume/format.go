@@ -148,6 +148,11 @@ func (h *Header) check() error {
 		return fmt.Errorf("%s volume %d of a set of %d data and %d parity volumes", h.Kind, h.Number, h.DataVolumes, h.ParityVolumes)
 	case h.PieceSize < minPiece || h.PieceSize > maxPiece:
 		return fmt.Errorf("piece size %d", h.PieceSize)
+	case h.ParityVolumes > 0 && int64(h.DataVolumes+h.ParityVolumes)*h.PieceSize > 2*repairBudget:
+		// A repair holds a piece of every volume: the writer keeps a stripe
+		// within the budget (twice it, where the count of data volumes grew
+		// after the piece size was chosen).
+		return fmt.Errorf("piece size %d for %d volumes: a stripe beyond the %d-byte repair budget", h.PieceSize, h.DataVolumes+h.ParityVolumes, 2*repairBudget)
 	case h.Stride < 1 || h.ArchiveSize < 1 || h.VolumeSize < MinSize || h.Stride > h.VolumeSize:
 		return fmt.Errorf("stride %d, archive size %d, volume size %d", h.Stride, h.ArchiveSize, h.VolumeSize)
 	case (h.ArchiveSize+h.Stride-1)/h.Stride != int64(h.DataVolumes):
@@ -217,7 +222,10 @@ func newSplit(archiveSize int64, entries []archive.Entry, plan, sig []byte, size
 	s := &split{entries: sorted, plan: plan, sig: sig, size: size, parity: parity}
 	s.archiveSize = archiveSize
 	s.planDigest, _, _ = v1.SHA256(bytes.NewReader(plan))
-	sum := sha256.Sum256(fmt.Appendf(nil, "imo volume set\n%s\n%d %d %d\n", s.planDigest, archiveSize, size, parity))
+	// The signature too: an ECDSA signature differs each time, so two
+	// splits of one signed archive are two sets, whose volumes a repair
+	// must not mix.
+	sum := sha256.Sum256(fmt.Appendf(nil, "imo volume set\n%s\n%x\n%d %d %d\n", s.planDigest, sha256.Sum256(sig), archiveSize, size, parity))
 	s.set = hex.EncodeToString(sum[:8])
 	s.piece = maxPiece
 	// The piece size depends on how many volumes there are, which depends

@@ -130,10 +130,12 @@ func Open(paths ...string) (*Set, error) {
 		if v.h.Kind == KindParity {
 			slots = s.parity
 		}
-		switch other := slots[v.h.Number-1]; {
-		case !sameSet(&s.h, v.h):
+		if !sameSet(&s.h, v.h) || v.h.Number < 1 || v.h.Number > len(slots) {
 			s.ignored = append(s.ignored, Problem{v.path, fmt.Errorf("%w: its header does not match the other volumes of set %s", ErrInvalid, s.h.Set)})
 			v.f.Close()
+			continue
+		}
+		switch other := slots[v.h.Number-1]; {
 		case other != nil:
 			s.ignored = append(s.ignored, Problem{v.path, fmt.Errorf("another copy of %s (%s), which is used", v.h.Title(), other.path)})
 			v.f.Close()

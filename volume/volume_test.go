@@ -291,6 +291,96 @@ func TestOpenVolumes(t *testing.T) {
 	}
 }
 
+// TestResumeShortVolume resumes a set whose partial volume is shorter than
+// the journal says (a crash between writes, a volume deleted by hand): the
+// missing bytes are fetched again, and the set is whole.
+func TestResumeShortVolume(t *testing.T) {
+	t.Parallel()
+	l, fetch, whole := testArchive(t, 6, 300<<10)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "difference.tar")
+	journal, err := os.Create(filepath.Join(dir, "journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer journal.Close()
+	w, err := Create(l, out, 128<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Resume(journal, w.Salt(), false).Write(context.Background(), w, fetch, 3); err != nil {
+		t.Fatal(err)
+	}
+	w.Keep() // as an interrupted pull leaves it, the journal claiming every byte
+	partials, _ := filepath.Glob(filepath.Join(dir, "*.partial"))
+	if len(partials) < 2 {
+		t.Fatalf("partial volumes: %v", partials)
+	}
+	os.Truncate(partials[1], 1000)
+	w, err = Create(l, out, 128<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Resume(journal, w.Salt(), false).Write(context.Background(), w, fetch, 3); err != nil {
+		t.Fatalf("resuming with a volume cut short = %v", err)
+	}
+	if err := w.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := readAll(t, w.Paths()...)
+	if err != nil || !bytes.Equal(got, whole) {
+		t.Errorf("the resumed set reads %v, and differs: %v", err, !bytes.Equal(got, whole))
+	}
+}
+
+// TestSignedSplitsDiffer checks that two splits of one archive signed
+// twice (ECDSA signatures differ each time) are two sets, so that a repair
+// never mixes their volumes.
+func TestSignedSplitsDiffer(t *testing.T) {
+	l, _, _ := testArchive(t, 7, 100<<10)
+	plan := []byte(`{"imoArchiveVersion":1}`)
+	var sets []string
+	for _, sig := range []string{"MEUCIQ-first", "MEUCIQ-other"} {
+		s, err := newSplit(l.Size(), l.Entries(), plan, []byte(sig), 128<<10, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sets = append(sets, s.set)
+	}
+	if sets[0] == sets[1] {
+		t.Errorf("two signatures of one plan make one set, %s", sets[0])
+	}
+}
+
+// TestForgedHeader gives a parity volume a header that claims another
+// place in a set of another shape (same size, same set name): it is set
+// aside as not of the set, and the set reads whole.
+func TestForgedHeader(t *testing.T) {
+	t.Parallel()
+	l, fetch, whole := testArchive(t, 5, 200<<10)
+	paths := splitInto(t, l, fetch, 128<<10, 1)
+	parity := paths[len(paths)-1]
+	b, err := os.ReadFile(parity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := bytes.Replace(bytes.Replace(b, []byte(`"parityVolumes": 1`), []byte(`"parityVolumes": 2`), 1), []byte(`"number": 1`), []byte(`"number": 2`), 1)
+	if bytes.Equal(forged, b) {
+		t.Fatal("the parity volume's header is not where the test looks")
+	}
+	last := filepath.Join(t.TempDir(), "zz-"+filepath.Base(parity)) // read after the others
+	os.WriteFile(last, forged, 0o644)
+	s, err := Open(append(paths[:len(paths)-1:len(paths)-1], last)...)
+	if err != nil {
+		t.Fatalf("Open() with a forged parity volume = %v", err)
+	}
+	defer s.Close()
+	got := make([]byte, len(whole))
+	if _, err := s.ReadAt(got, 0); err != nil || !bytes.Equal(got, whole) {
+		t.Errorf("the set with a forged parity volume set aside reads %v", err)
+	}
+}
+
 func TestTooSmall(t *testing.T) {
 	t.Parallel()
 	l, _, _ := testArchive(t, 5, 10)

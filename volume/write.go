@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -122,10 +123,14 @@ func (w *Writer) ReadAt(p []byte, off int64) (int, error) {
 		v := w.vols[off/w.s.stride]
 		within := off - v.h.Offset
 		n := int(min(int64(len(p)), v.h.Size-within))
-		if _, err := v.f.ReadAt(p[:n], v.l.payloadAt+within); err != nil {
+		m, err := v.f.ReadAt(p[:n], v.l.payloadAt+within)
+		read += m
+		switch {
+		case errors.Is(err, io.EOF):
+			return read, io.EOF // a volume shorter than it should be: what it lacks was never written
+		case err != nil:
 			return read, fmt.Errorf("reading %s: %w", v.f.Name(), err)
 		}
-		read += n
 		p, off = p[n:], off+int64(n)
 	}
 	return read, nil
