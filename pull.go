@@ -85,6 +85,7 @@ type Difference struct {
 	deltas map[v1.Hash]archive.File
 	tmp    string // the directory holding them, removed by Close
 	opened *closers
+	ranged sync.Map // v1.Hash → *rangedProgress, for blobs fetched in ranges
 }
 
 // pulledImage is one final image of a pull, or an artifact referring to
@@ -194,7 +195,61 @@ func (d *Difference) resume(ctx context.Context, l *archive.Layout, w, journal a
 		rep.Report(Event{Kind: PullResumed, Ref: name, Complete: claimed, Size: l.Fetched()})
 	}
 	rep.Report(Event{Kind: TransferPlanned, Size: l.Fetched() - claimed})
+	r.Ranges = d.fetchRange
 	return r.Write(ctx, w, d.fetchFrom, d.i.opts.jobs)
+}
+
+// fetchRange opens a range of a blob in a registry, for a blob fetched in
+// ranges; a blob read from a layout or archive is read in one go
+// ([archive.ErrNoRanges]). The blob's progress is reported as its running
+// total over its ranges.
+func (d *Difference) fetchRange(ctx context.Context, desc v1.Descriptor, off, end int64) (io.ReadCloser, error) {
+	src := d.sourceOf(desc.Digest)
+	if src.repo == nil {
+		return nil, archive.ErrNoRanges
+	}
+	p, _ := d.ranged.LoadOrStore(desc.Digest, &rangedProgress{ev: Event{Ref: src.name, Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Complete: off}, r: d.i.opts.reporter})
+	rp := p.(*rangedProgress)
+	rp.start()
+	var last int64
+	rc, err := src.repo.BlobRange(ctx, desc, off, end, func(n int64) {
+		rp.add(n - last)
+		last = n
+	})
+	if errors.Is(err, registry.ErrRangeIgnored) {
+		return nil, fmt.Errorf("%w: %w", archive.ErrNoRanges, err)
+	}
+	return rc, err
+}
+
+// rangedProgress reports the progress of a blob fetched in ranges: started
+// once, then its bytes in all, then done when they are all there.
+type rangedProgress struct {
+	r    Reporter
+	once sync.Once
+	mu   sync.Mutex
+	ev   Event // Complete: the bytes so far, from where the ranges start
+}
+
+func (p *rangedProgress) start() {
+	p.once.Do(func() {
+		ev := p.ev
+		ev.Kind = BlobStarted
+		p.r.Report(ev)
+	})
+}
+
+func (p *rangedProgress) add(n int64) {
+	p.mu.Lock()
+	p.ev.Complete += n
+	ev := p.ev
+	p.mu.Unlock()
+	ev.Kind = BlobProgress
+	p.r.Report(ev)
+	if ev.Complete == ev.Size {
+		ev.Kind = BlobDone
+		p.r.Report(ev)
+	}
 }
 
 // offsetFile reads and writes a file from base on.

@@ -92,6 +92,11 @@ func (l *Layout) id(salt string) string {
 // records how much of each blob is written, so that an interrupted write
 // can be taken up where it stopped.
 type Resumption struct {
+	// Ranges, when set, fetches ranges of a blob: a blob with RangedFrom
+	// bytes or more left to fetch is then fetched in ranges of ChunkSize,
+	// several at once within the write's jobs.
+	Ranges FetchRange
+
 	l       *Layout
 	journal ReadWriterAt
 	head    string  // the journal's header, naming the layout
@@ -175,7 +180,7 @@ func (r *Resumption) Write(ctx context.Context, w ReadWriterAt, fetch FetchFrom,
 				b.have = min(r.done[k], s.blob.Size)
 			}
 			k++
-			eg.Go(func() error { return b.write(ectx, fetch) })
+			eg.Go(func() error { return b.write(ectx, fetch, r.Ranges, eg) })
 		}
 	}
 	err := eg.Wait()
@@ -258,8 +263,9 @@ type resumingBlob struct {
 }
 
 // write writes the blob, keeping what an earlier attempt wrote when it
-// checks out.
-func (b *resumingBlob) write(ctx context.Context, fetch FetchFrom) error {
+// checks out; with ranges, a blob with RangedFrom bytes or more to fetch
+// is fetched in ranges, sharing eg's budget of requests.
+func (b *resumingBlob) write(ctx context.Context, fetch FetchFrom, ranges FetchRange, eg *errgroup.Group) error {
 	h := sha256.New()
 	if b.have > 0 {
 		if err := b.hashPrefix(ctx, h); err != nil {
@@ -272,6 +278,12 @@ func (b *resumingBlob) write(ctx context.Context, fetch FetchFrom) error {
 			}
 			b.have = 0
 			h.Reset()
+		}
+	}
+	if ranges != nil && b.desc.Size-b.have >= RangedFrom {
+		err := b.fetchRanged(ctx, ranges, eg, h, b.desc.Digest.String())
+		if !errors.Is(err, ErrNoRanges) {
+			return err
 		}
 	}
 	err := b.fetch(ctx, fetch, h)

@@ -27,7 +27,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs of each tool per scenario")
 	flag.StringVar(&o.dir, "dir", "", "work directory on a real disk (default: a new one under the system's temporary directory, removed at the end)")
 	flag.StringVar(&o.out, "o", "", "also write the markdown report to this file")
-	flag.BoolVar(&o.skipConcurrency, "skip-concurrency", false, "skip the slowed-registry concurrency scenario")
+	flag.BoolVar(&o.skipConcurrency, "skip-concurrency", false, "skip the slowed-registry scenarios (six layers, and one big layer in ranges)")
 	flag.BoolVar(&o.onlySublayer, "only-sublayer", false, "run the sub-layer delta scenario only")
 	flag.BoolVar(&o.skipSublayer, "skip-sublayer", false, "skip the sub-layer delta scenario")
 	flag.BoolVar(&o.skipBundle, "skip-bundle", false, "skip the twenty-image bundle scenario")

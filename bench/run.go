@@ -34,15 +34,16 @@ type options struct {
 }
 
 // profile sizes: the real files an image pair is built from, those each
-// of the six layers of the concurrency scenario is built from, and those
-// of the rebuilt layer of the sub-layer scenario. Files of this machine
-// compress to about 30% with gzip, so the images come to about 30 MiB,
-// 300 MiB and 2 GiB, and the six layers to about 50 MiB each (5 MiB in the
-// quick profile).
-var profiles = map[string]struct{ pair, six, rebuild int64 }{
-	"quick":   {100 << 20, 16 << 20, 40 << 20},
-	"default": {1 << 30, 170 << 20, 160 << 20},
-	"large":   {7 << 30, 170 << 20, 160 << 20},
+// of the six layers of the concurrency scenario is built from, those of
+// the rebuilt layer of the sub-layer scenario, and those of the one big
+// layer of the ranged scenario. Files of this machine compress to about
+// 30% with gzip, so the images come to about 30 MiB, 300 MiB and 2 GiB,
+// the six layers to about 50 MiB each (5 MiB in the quick profile), and
+// the big layer to about 100 MiB (40 MiB).
+var profiles = map[string]struct{ pair, six, rebuild, big int64 }{
+	"quick":   {100 << 20, 16 << 20, 40 << 20, 140 << 20},
+	"default": {1 << 30, 170 << 20, 160 << 20, 340 << 20},
+	"large":   {7 << 30, 170 << 20, 160 << 20, 340 << 20},
 }
 
 // tool is one way of doing a scenario's job.
@@ -172,6 +173,9 @@ func run(ctx context.Context, o options) error {
 	}
 	if !o.skipConcurrency {
 		if err := b.concurrency(ctx, size.six); err != nil {
+			return err
+		}
+		if err := b.bigLayer(ctx, size.big); err != nil {
 			return err
 		}
 	}
@@ -456,39 +460,68 @@ func (b *bench) measure(s scenario) error {
 	return nil
 }
 
-// concurrency pulls six layers through a slowed proxy with one and four
-// jobs, and checks that the archives are identical.
+// concurrency pulls six layers through a slowed proxy with one job and
+// with four.
 func (b *bench) concurrency(ctx context.Context, perLayer int64) error {
 	fmt.Fprintln(os.Stderr, "building six layers for the concurrency scenario...")
-	files, err := collectFiles(6 * perLayer)
+	layers, err := b.layersOf("six", 6*perLayer, 6)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(b.work, "six")
+	return b.jobsTable(ctx, "six", layers, "Concurrency: six layers")
+}
+
+// bigLayer pulls one large layer through the slowed proxy with one job and
+// with four: with four, the layer comes in ranges, four at once.
+func (b *bench) bigLayer(ctx context.Context, budget int64) error {
+	fmt.Fprintln(os.Stderr, "building one big layer for the ranged scenario...")
+	layers, err := b.layersOf("big", budget, 1)
+	if err != nil {
+		return err
+	}
+	return b.jobsTable(ctx, "big", layers, "One big layer, fetched in ranges")
+}
+
+// layersOf builds n layers from about budget bytes of real files.
+func (b *bench) layersOf(name string, budget int64, n int) ([]v1.Layer, error) {
+	files, err := collectFiles(budget)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(b.work, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
-	layers, err := buildLayers(dir, split(files, 1.0/6, 1.0/6, 1.0/6, 1.0/6, 1.0/6, 1.0/6), types.DockerLayer)
-	if err != nil {
-		return err
+	shares := make([]float64, n)
+	for k := range shares {
+		shares[k] = 1 / float64(n)
 	}
+	return buildLayers(dir, split(files, shares...), types.DockerLayer)
+}
+
+// jobsTable pushes an image of layers as repo:v1 and pulls it to a file
+// through a proxy adding latency to every request and capping every
+// connection, with one job and with four, checking the archives are the
+// same.
+func (b *bench) jobsTable(ctx context.Context, repo string, layers []v1.Layer, title string) error {
 	img, err := sandbox.Docker.Image(v1.Platform{OS: "linux", Architecture: "amd64"}, layers...)
 	if err != nil {
 		return err
 	}
-	if err := remote.Write(ref(b.reg.Host+"/six:v1"), img); err != nil {
+	if err := remote.Write(ref(b.reg.Host+"/"+repo+":v1"), img); err != nil {
 		return err
 	}
 	const latency, bandwidth = 50 * time.Millisecond, 20 << 20
 	proxy := slowProxy("http://"+b.reg.Host, latency, bandwidth)
 	defer proxy.Close()
 	host := strings.TrimPrefix(proxy.URL, "http://")
+	dir := filepath.Join(b.work, repo)
 	times := map[int][]sample{}
 	sums := map[int]string{}
 	for range b.o.runs {
 		for _, jobs := range []int{1, 4} {
 			out := filepath.Join(dir, fmt.Sprintf("jobs-%d.tar", jobs))
-			s, err := measure(exec.CommandContext(ctx, b.imo, "pull", "--plain-http", "-q", "--jobs", fmt.Sprint(jobs), "scratch", host+"/six:v1", "-o", out))
+			s, err := measure(exec.CommandContext(ctx, b.imo, "pull", "--plain-http", "-q", "--jobs", fmt.Sprint(jobs), "scratch", host+"/"+repo+":v1", "-o", out))
 			if err != nil {
 				return err
 			}
@@ -508,7 +541,7 @@ func (b *bench) concurrency(ctx context.Context, perLayer int64) error {
 	}
 	one, four := median(times[1]), median(times[4])
 	b.printf("")
-	b.printf("Concurrency: six layers (%s MiB in all) through a proxy adding %s per request and capping each connection at %s MiB/s.", mib(total), latency, mib(bandwidth))
+	b.printf("%s (%s MiB in all) through a proxy adding %s per request and capping each connection at %s MiB/s.", title, mib(total), latency, mib(bandwidth))
 	b.printf("")
 	b.printf("| jobs | time (s) | speed-up | peak RSS (MiB) | archive sha256 |")
 	b.printf("|---|---|---|---|---|")

@@ -20,21 +20,31 @@ type resumingBody struct {
 	c       *Repository
 	desc    v1.Descriptor
 	body    io.ReadCloser
-	off     int64 // bytes delivered so far
+	off     int64 // where the next byte delivered is in the blob
+	end     int64 // where the bytes asked for end: the blob's size, or a range's end
+	ranged  bool  // a range of the blob, which a registry ignoring Range cannot serve
 	retries int   // resumes since bytes last arrived
 }
 
 // openResumingBody starts downloading desc from byte off.
 func openResumingBody(ctx context.Context, c *Repository, desc v1.Descriptor, off int64) (*resumingBody, error) {
-	r := &resumingBody{ctx: ctx, c: c, desc: desc, off: off}
+	r := &resumingBody{ctx: ctx, c: c, desc: desc, off: off, end: desc.Size}
 	if err := r.open(); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// open starts a request for the rest of the blob.
+// open starts a request for the rest of the bytes asked for.
 func (r *resumingBody) open() error {
+	if r.ranged {
+		body, err := r.c.openRange(r.ctx, r.desc, r.off, r.end)
+		if err != nil {
+			return err
+		}
+		r.body = body
+		return nil
+	}
 	body, skip, err := r.c.openBlob(r.ctx, r.desc.Digest, r.off, r.desc.Size)
 	if err != nil {
 		return err
@@ -55,9 +65,11 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 			r.retries = 0
 		}
 		switch {
-		case err != nil && !errors.Is(err, io.EOF) && r.off == r.desc.Size:
+		case r.off > r.end:
+			return n - int(r.off-r.end), fmt.Errorf("fetching bytes %d to %d of blob %s from %s: more bytes than asked for", r.end-int64(n), r.end, r.desc.Digest, r.c.repo)
+		case err != nil && !errors.Is(err, io.EOF) && r.off == r.end:
 			err = io.EOF // every byte arrived; the verifier judges them
-		case errors.Is(err, io.EOF) && r.off < r.desc.Size:
+		case errors.Is(err, io.EOF) && r.off < r.end:
 			err = io.ErrUnexpectedEOF // cut short without the transport noticing
 		}
 		if n > 0 || err == nil || errors.Is(err, io.EOF) {

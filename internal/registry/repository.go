@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -188,6 +189,59 @@ func (r *Repository) BlobFrom(ctx context.Context, desc v1.Descriptor, off int64
 		io.Reader
 		io.Closer
 	}{verify.Progress(rb, off, report), rb}, nil
+}
+
+// ErrRangeIgnored means a registry answered a request for a range of a
+// blob with something else: the whole blob (it ignores Range), or another
+// range. The caller fetches the blob in one request instead.
+var ErrRangeIgnored = errors.New("the registry did not serve the range asked for")
+
+// BlobRange streams bytes off to end (excluded) of the blob desc names,
+// resuming a connection lost part-way within the range as Blob does. The
+// bytes are not verified: the caller checks the whole blob. A registry
+// that does not answer with exactly that range fails it with
+// [ErrRangeIgnored], having sent no more than the answer's first bytes.
+// report, when not nil, is told the running count of the range's bytes.
+func (r *Repository) BlobRange(ctx context.Context, desc v1.Descriptor, off, end int64, report func(int64)) (io.ReadCloser, error) {
+	if off < 0 || end > desc.Size || off >= end {
+		return nil, fmt.Errorf("blob %s of %s: no range %d-%d in its %d bytes", desc.Digest, r.repo, off, end, desc.Size)
+	}
+	rb := &resumingBody{ctx: ctx, c: r, desc: desc, off: off, end: end, ranged: true}
+	if err := rb.open(); err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{verify.Progress(rb, 0, report), rb}, nil
+}
+
+// openRange starts fetching bytes off to end (excluded) of desc, which the
+// registry must answer with exactly that range.
+func (r *Repository) openRange(ctx context.Context, desc v1.Descriptor, off, end int64) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.blobURL(r.repo, desc.Digest), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, end-1))
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetching blob %s from %s: %w", desc.Digest, r.repo, err)
+	}
+	if resp.StatusCode == http.StatusPartialContent {
+		var start, last, size int64
+		_, serr := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &last, &size)
+		if serr == nil && start == off && last == end-1 && size == desc.Size && (resp.ContentLength < 0 || resp.ContentLength == end-off) {
+			return resp.Body, nil
+		}
+		resp.Body.Close()
+		return nil, fmt.Errorf("fetching bytes %d to %d of blob %s from %s: %w: got %q", off, end, desc.Digest, r.repo, ErrRangeIgnored, resp.Header.Get("Content-Range"))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		return nil, fmt.Errorf("fetching bytes %d to %d of blob %s from %s: %w: it sent the whole blob", off, end, desc.Digest, r.repo, ErrRangeIgnored)
+	}
+	return nil, fmt.Errorf("fetching blob %s from %s: %w", desc.Digest, r.repo, checkAnswer(resp, http.StatusPartialContent))
 }
 
 // openBlob starts fetching the blob h from byte off on. A registry that
