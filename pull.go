@@ -124,7 +124,7 @@ func (d *Difference) WriteTo(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	d.i.opts.reporter.Report(Event{Kind: TransferPlanned, Size: l.Fetched()})
-	return l.WriteTo(ctx, w, d.fetch, d.i.opts.jobs)
+	return l.WriteTo(ctx, w, d.fetch, d.ranges(), d.i.opts.jobs)
 }
 
 // WriteFile writes the same archive, byte for byte, to the file at path.
@@ -162,7 +162,7 @@ func (d *Difference) WriteFile(ctx context.Context, path string) error {
 	}
 	if out.Direct() {
 		d.i.opts.reporter.Report(Event{Kind: TransferPlanned, Size: l.Fetched()})
-		if err := l.WriteTo(ctx, out, d.fetch, d.i.opts.jobs); err != nil {
+		if err := l.WriteTo(ctx, out, d.fetch, d.ranges(), d.i.opts.jobs); err != nil {
 			return err
 		}
 		return out.Commit()
@@ -195,8 +195,17 @@ func (d *Difference) resume(ctx context.Context, l *archive.Layout, w, journal a
 		rep.Report(Event{Kind: PullResumed, Ref: name, Complete: claimed, Size: l.Fetched()})
 	}
 	rep.Report(Event{Kind: TransferPlanned, Size: l.Fetched() - claimed})
-	r.Ranges = d.fetchRange
+	r.Ranges = d.ranges()
 	return r.Write(ctx, w, d.fetchFrom, d.i.opts.jobs)
+}
+
+// ranges fetches big blobs in ranges when more than one job may run: with
+// one, a blob comes in one request.
+func (d *Difference) ranges() archive.FetchRange {
+	if d.i.opts.jobs < 2 {
+		return nil
+	}
+	return d.fetchRange
 }
 
 // fetchRange opens a range of a blob in a registry, for a blob fetched in

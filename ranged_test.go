@@ -34,10 +34,12 @@ func (c *rangeCounter) wrap(h http.Handler) http.Handler {
 	})
 }
 
-// TestPullInRanges pulls an image with one layer of three ranges to a
-// file: with several jobs the layer comes in ranges, and the
-// archive is byte for byte the stream's (which takes each blob in one
-// request); from a registry that ignores Range, it comes in one request.
+// TestPullInRanges pulls an image with one layer of three ranges, to a
+// file and as a stream: with several jobs the layer comes in ranges, and
+// the archive is byte for byte the one a single job writes (each blob in
+// one request); from a registry that ignores Range, the layer comes whole
+// after the refused ranges (one for a file, those in flight for the
+// stream).
 func TestPullInRanges(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -49,25 +51,35 @@ func TestPullInRanges(t *testing.T) {
 		c := &rangeCounter{ignore: ignore}
 		src := newTestRegistry(t, c.wrap)
 		src.write(t, src.ref("big:v1"), img)
-		inc := imo.New(imo.WithPlainHTTP(), imo.WithJobs(4))
-		want, err := pull(t, inc, imo.Scratch, src.ref("big:v1"))
+		want, err := pull(t, imo.New(imo.WithPlainHTTP(), imo.WithJobs(1)), imo.Scratch, src.ref("big:v1"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.ranged.Store(0)
-		path := filepath.Join(t.TempDir(), "big.tar")
-		if _, err := pullToFile(ctx, inc, imo.Scratch, src.ref("big:v1"), path); err != nil {
-			t.Fatalf("PullToFile() = %v", err)
-		}
-		got, _ := os.ReadFile(path)
-		if !bytes.Equal(got, want) {
-			t.Errorf("ignore Range %v: the archive pulled in ranges differs from the stream", ignore)
-		}
-		switch n := c.ranged.Load(); {
-		case !ignore && n != 3:
-			t.Errorf("the layer came in %d ranges, want 3", n)
-		case ignore && n != 1:
-			t.Errorf("a registry ignoring Range was asked for %d ranges, want 1 (then the blob whole)", n)
+		inc := imo.New(imo.WithPlainHTTP(), imo.WithJobs(4))
+		for _, stream := range []bool{false, true} {
+			c.ranged.Store(0)
+			var got []byte
+			if stream {
+				got, err = pull(t, inc, imo.Scratch, src.ref("big:v1"))
+			} else {
+				path := filepath.Join(t.TempDir(), "big.tar")
+				if _, err = pullToFile(ctx, inc, imo.Scratch, src.ref("big:v1"), path); err == nil {
+					got, err = os.ReadFile(path)
+				}
+			}
+			if err != nil {
+				t.Fatalf("pull (stream %v) = %v", stream, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("ignore Range %v, stream %v: the archive pulled in ranges differs from one pulled with one job", ignore, stream)
+			}
+			wantRanges := int64(3)
+			if ignore && !stream {
+				wantRanges = 1
+			}
+			if n := c.ranged.Load(); n != wantRanges {
+				t.Errorf("ignore Range %v, stream %v: %d range requests, want %d", ignore, stream, n, wantRanges)
+			}
 		}
 	}
 }

@@ -35,7 +35,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("Fetched() = %d, want the config and the fetched layer, %d", l.Fetched(), config.Size+fetched.Size)
 	}
 	var streamed bytes.Buffer
-	if err := l.WriteTo(context.Background(), &streamed, blobs.fetch, 2); err != nil {
+	if err := l.WriteTo(context.Background(), &streamed, blobs.fetch, nil, 2); err != nil {
 		t.Fatal(err)
 	}
 	var placed memory
@@ -65,7 +65,7 @@ func TestBuild(t *testing.T) {
 	// A fetch that fails fails the write.
 	broken := errors.New("the registry went away")
 	failing := func(context.Context, v1.Descriptor) (io.ReadCloser, error) { return nil, broken }
-	if err := l.WriteTo(context.Background(), io.Discard, failing, 2); !errors.Is(err, broken) {
+	if err := l.WriteTo(context.Background(), io.Discard, failing, nil, 2); !errors.Is(err, broken) {
 		t.Errorf("WriteTo with a failing fetch = %v, want its error", err)
 	}
 	failingFrom := func(context.Context, v1.Descriptor, int64) (io.ReadCloser, string, error) { return nil, "", broken }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/imokit/imo/internal/verify"
 )
 
 // rangeServer serves ranges of the fixture's blobs, counting requests,
@@ -116,4 +117,57 @@ func TestRanged(t *testing.T) {
 			t.Errorf("resuming fetched %d bytes; want at most the big blob's last %d and the small blobs", f.fetched.Load(), want)
 		}
 	})
+}
+
+// TestStreamRanged streams an archive whose big blob comes in ranges: the
+// bytes are a clean write's, no more ranges run at once than jobs, a
+// source refusing ranges gets the blob whole, and a range with a wrong
+// byte fails the blob's check.
+func TestStreamRanged(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newResumeFixture(t, 100<<10, 3*ChunkSize+12345, 200<<10)
+	for _, tc := range []struct {
+		name     string
+		refuse   bool
+		corrupt  bool
+		requests int64
+	}{
+		{"in ranges", false, false, 4},
+		{"ranges refused", true, false, 3}, // the first, and those started beside it
+		{"a wrong byte", false, true, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &rangeServer{f: f, refuse: tc.refuse}
+			fetch := f.blobs.fetch
+			ranges := s.fetch
+			if tc.corrupt {
+				ranges = func(ctx context.Context, d v1.Descriptor, off, end int64) (io.ReadCloser, error) {
+					rc, err := s.fetch(ctx, d, off, end)
+					if err != nil || off != ChunkSize {
+						return rc, err
+					}
+					b, _ := io.ReadAll(rc)
+					b[100] ^= 1
+					return io.NopCloser(bytes.NewReader(b)), nil
+				}
+			}
+			var out bytes.Buffer
+			err := f.l.WriteTo(ctx, &out, fetch, ranges, 3)
+			switch {
+			case tc.corrupt:
+				if !errors.Is(err, verify.ErrMismatch) {
+					t.Errorf("WriteTo with a wrong byte in a range = %v, want a mismatch", err)
+				}
+				return
+			case err != nil:
+				t.Fatal(err)
+			case !bytes.Equal(out.Bytes(), f.whole):
+				t.Fatal("the streamed archive differs from a clean one")
+			}
+			if s.requests.Load() != tc.requests || s.maxSeen.Load() > 3 {
+				t.Errorf("%d range requests, %d at once; want %d, at most 3", s.requests.Load(), s.maxSeen.Load(), tc.requests)
+			}
+		})
+	}
 }

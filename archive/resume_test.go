@@ -43,7 +43,7 @@ func newResumeFixture(t *testing.T, sizes ...int) *resumeFixture {
 		t.Fatal(err)
 	}
 	var whole bytes.Buffer
-	if err := f.l.WriteTo(context.Background(), &whole, f.blobs.fetch, 2); err != nil {
+	if err := f.l.WriteTo(context.Background(), &whole, f.blobs.fetch, nil, 2); err != nil {
 		t.Fatal(err)
 	}
 	f.whole = whole.Bytes()

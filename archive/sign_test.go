@@ -29,7 +29,7 @@ func signedArchive(t testing.TB, key ed25519.PrivateKey) []byte {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := l.WriteTo(context.Background(), &buf, blobs.fetch, 1); err != nil {
+	if err := l.WriteTo(context.Background(), &buf, blobs.fetch, nil, 1); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

@@ -62,7 +62,7 @@ func testArchive(t testing.TB, seed uint64, layerSizes ...int) (*archive.Layout,
 		return io.NopCloser(r), err
 	}
 	var whole bytes.Buffer
-	if err := l.WriteTo(context.Background(), &whole, fetch, 2); err != nil {
+	if err := l.WriteTo(context.Background(), &whole, fetch, nil, 2); err != nil {
 		t.Fatal(err)
 	}
 	fetchFrom := func(_ context.Context, d v1.Descriptor, off int64) (io.ReadCloser, string, error) {
