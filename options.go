@@ -220,8 +220,12 @@ func WithPlatforms(platforms ...v1.Platform) Option {
 }
 
 // WithJobs sets how many requests imo makes at once where order does not
-// matter: manifest fetches, blob existence checks and uploads. Pull writes
-// blobs into the archive one at a time, in order. The default is 4.
+// matter: manifest fetches, blob downloads, existence checks and uploads.
+// With 2 or more, a pull fetches a blob with [archive.RangedFrom] bytes or
+// more left in ranges of [archive.ChunkSize] from a registry, as many at
+// once as the jobs allow, which over a long link moves one big layer at
+// several connections' speed; the archive's bytes are the same. The
+// default is 4.
 func WithJobs(n int) Option {
 	return func(o *options) { o.jobs = n }
 }

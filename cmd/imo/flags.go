@@ -109,7 +109,7 @@ func (f *flags) mirror() *flags {
 // transfer registers --jobs and the progress flags.
 func (f *flags) transfer() *flags {
 	fs := f.cmd.Flags()
-	fs.IntVarP(&f.jobs, "jobs", "j", 4, "requests made at once where order does not matter")
+	fs.IntVarP(&f.jobs, "jobs", "j", 4, "requests made at once where order does not matter; with 2 or more, a blob of 32 MiB or more comes in 16 MiB ranges at once")
 	fs.StringVar(&f.progress, "progress", "auto", "auto (bars on a terminal, plain lines otherwise), bars, plain, json or none; on stderr")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no progress (same as --progress none)")
 	return f
