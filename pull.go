@@ -217,18 +217,22 @@ func (d *Difference) fetchRange(ctx context.Context, desc v1.Descriptor, off, en
 	if src.repo == nil {
 		return nil, archive.ErrNoRanges
 	}
-	p, _ := d.ranged.LoadOrStore(desc.Digest, &rangedProgress{ev: Event{Ref: src.name, Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Complete: off}, r: d.i.opts.reporter})
+	p, _ := d.ranged.LoadOrStore(desc.Digest, &rangedProgress{ev: Event{Ref: src.name, Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}, from: desc.Size, r: d.i.opts.reporter})
 	rp := p.(*rangedProgress)
-	rp.start()
+	rp.at(off)
 	var last int64
 	rc, err := src.repo.BlobRange(ctx, desc, off, end, func(n int64) {
 		rp.add(n - last)
 		last = n
 	})
-	if errors.Is(err, registry.ErrRangeIgnored) {
+	switch {
+	case errors.Is(err, registry.ErrRangeIgnored):
 		return nil, fmt.Errorf("%w: %w", archive.ErrNoRanges, err)
+	case err != nil:
+		return nil, err
 	}
-	return rc, err
+	rp.start()
+	return rc, nil
 }
 
 // rangedProgress reports the progress of a blob fetched in ranges: started
@@ -237,12 +241,24 @@ type rangedProgress struct {
 	r    Reporter
 	once sync.Once
 	mu   sync.Mutex
-	ev   Event // Complete: the bytes so far, from where the ranges start
+	ev   Event // Complete: the bytes of the ranges so far
+	from int64 // where the first range starts: an earlier attempt wrote the bytes before
+}
+
+// at notes a range starting at off: the blob's bytes before the first
+// range count as there.
+func (p *rangedProgress) at(off int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.from = min(p.from, off)
 }
 
 func (p *rangedProgress) start() {
 	p.once.Do(func() {
+		p.mu.Lock()
 		ev := p.ev
+		ev.Complete += p.from
+		p.mu.Unlock()
 		ev.Kind = BlobStarted
 		p.r.Report(ev)
 	})
@@ -252,6 +268,7 @@ func (p *rangedProgress) add(n int64) {
 	p.mu.Lock()
 	p.ev.Complete += n
 	ev := p.ev
+	ev.Complete += p.from
 	p.mu.Unlock()
 	ev.Kind = BlobProgress
 	p.r.Report(ev)

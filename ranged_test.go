@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -55,9 +56,20 @@ func TestPullInRanges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inc := imo.New(imo.WithPlainHTTP(), imo.WithJobs(4))
+		var mu sync.Mutex
+		events := map[imo.EventKind]int{}
+		layer, _ := img.Layers()
+		big, _ := layer[0].Digest()
+		inc := imo.New(imo.WithPlainHTTP(), imo.WithJobs(4), imo.WithReporter(imo.ReporterFunc(func(e imo.Event) {
+			if e.Digest == big {
+				mu.Lock()
+				events[e.Kind]++
+				mu.Unlock()
+			}
+		})))
 		for _, stream := range []bool{false, true} {
 			c.ranged.Store(0)
+			clear(events)
 			var got []byte
 			if stream {
 				got, err = pull(t, inc, imo.Scratch, src.ref("big:v1"))
@@ -79,6 +91,9 @@ func TestPullInRanges(t *testing.T) {
 			}
 			if n := c.ranged.Load(); n != wantRanges {
 				t.Errorf("ignore Range %v, stream %v: %d range requests, want %d", ignore, stream, n, wantRanges)
+			}
+			if events[imo.BlobStarted] != 1 || events[imo.BlobDone] != 1 {
+				t.Errorf("ignore Range %v, stream %v: the layer was reported started %d times and done %d times, want once each", ignore, stream, events[imo.BlobStarted], events[imo.BlobDone])
 			}
 		}
 	}
