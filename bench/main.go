@@ -31,6 +31,7 @@ func main() {
 	flag.BoolVar(&o.onlySublayer, "only-sublayer", false, "run the sub-layer delta scenario only")
 	flag.BoolVar(&o.skipSublayer, "skip-sublayer", false, "skip the sub-layer delta scenario")
 	flag.BoolVar(&o.skipBundle, "skip-bundle", false, "skip the twenty-image bundle scenario")
+	flag.BoolVar(&o.onlyPulls, "only-pulls", false, "run the three pull scenarios only (delta, whole, index)")
 	role := flag.String("role", "", "internal: run as a measured helper (floor, floor-verify, ggcr-pull, ggcr-push)")
 	flag.Parse()
 

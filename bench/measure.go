@@ -13,7 +13,8 @@ import (
 // sample is one measured run of a tool.
 type sample struct {
 	elapsed time.Duration
-	maxRSS  int64 // bytes
+	cpu     time.Duration // user and system CPU time
+	maxRSS  int64         // bytes
 	written int64 // bytes the process caused to be written to disk
 }
 
@@ -32,7 +33,7 @@ func measure(cmd *exec.Cmd) (sample, error) {
 	}
 	report.Close()
 	defer os.Remove(report.Name())
-	timed := exec.Command(gnuTime, append([]string{"-f", "%M %O", "-o", report.Name(), cmd.Path}, cmd.Args[1:]...)...)
+	timed := exec.Command(gnuTime, append([]string{"-f", "%M %O %U %S", "-o", report.Name(), cmd.Path}, cmd.Args[1:]...)...)
 	timed.Env, timed.Dir, timed.Stdout = cmd.Env, cmd.Dir, cmd.Stdout
 	var stderr bytes.Buffer
 	timed.Stderr = &stderr
@@ -51,16 +52,20 @@ func measure(cmd *exec.Cmd) (sample, error) {
 	}
 	// %M is the peak RSS in KiB; %O counts 512-byte blocks written, charged
 	// when pages are dirtied, temporary files included.
+	// %U and %S are user and system CPU seconds.
 	var rssKiB, blocks int64
-	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "%d %d", &rssKiB, &blocks); err != nil {
+	var user, sys float64
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "%d %d %f %f", &rssKiB, &blocks, &user, &sys); err != nil {
 		return sample{}, fmt.Errorf("reading %s's report %q: %w", gnuTime, out, err)
 	}
-	return sample{elapsed: elapsed, maxRSS: rssKiB * 1024, written: blocks * 512}, nil
+	cpu := time.Duration((user + sys) * float64(time.Second))
+	return sample{elapsed: elapsed, cpu: cpu, maxRSS: rssKiB * 1024, written: blocks * 512}, nil
 }
 
 // stats are the medians of several samples.
 type stats struct {
 	elapsed time.Duration
+	cpu     time.Duration
 	maxRSS  int64
 	written int64
 	n       int
@@ -80,6 +85,7 @@ func median(samples []sample) stats {
 	}
 	return stats{
 		elapsed: time.Duration(pick(func(s sample) int64 { return int64(s.elapsed) })),
+		cpu:     time.Duration(pick(func(s sample) int64 { return int64(s.cpu) })),
 		maxRSS:  pick(func(s sample) int64 { return s.maxRSS }),
 		written: pick(func(s sample) int64 { return s.written }),
 		n:       len(samples),

@@ -29,6 +29,7 @@ type options struct {
 	out             string
 	skipConcurrency bool
 	skipBundle      bool
+	onlyPulls       bool
 	skipSublayer    bool
 	onlySublayer    bool
 }
@@ -150,8 +151,8 @@ func run(ctx context.Context, o options) error {
 	fmt.Fprintln(os.Stderr, "measuring...")
 	b.header(size.pair)
 	b.printf("")
-	b.printf("| scenario | tool | time (s) | × baseline | peak RSS (MiB) | written (MiB) | written ÷ archive |")
-	b.printf("|---|---|---|---|---|---|---|")
+	b.printf("| scenario | tool | time (s) | × baseline | CPU (s) | CPU × baseline | peak RSS (MiB) | written (MiB) | written ÷ archive |")
+	b.printf("|---|---|---|---|---|---|---|---|---|")
 	scenarios, err := b.scenarios()
 	if err != nil {
 		return err
@@ -160,6 +161,9 @@ func run(ctx context.Context, o options) error {
 		if err := b.measure(s); err != nil {
 			return err
 		}
+	}
+	if o.onlyPulls {
+		return b.write()
 	}
 	if !o.skipSublayer {
 		if err := b.rebuild(size.rebuild); err != nil {
@@ -265,6 +269,13 @@ func (b *bench) scenarios() ([]scenario, error) {
 			{name: "raw floor + SHA-256 check", cmd: func(_ int, dir string) (*exec.Cmd, error) {
 				return exec.Command(b.self, append([]string{"-role", "floor-verify", "http://" + host, strings.Split(final, ":")[0], dir, "4"}, blobs...)...), nil
 			}},
+			{name: "curl (4 at once) into files", cmd: func(_ int, dir string) (*exec.Cmd, error) {
+				args := []string{"-s", "--fail", "--parallel", "--parallel-max", "4"}
+				for k, d := range blobs {
+					args = append(args, "http://"+host+"/v2/"+strings.Split(final, ":")[0]+"/blobs/"+d, "-o", filepath.Join(dir, fmt.Sprint(k)))
+				}
+				return exec.Command("curl", args...), nil
+			}},
 			{name: "imo pull -o FILE", cmd: func(_ int, dir string) (*exec.Cmd, error) {
 				return exec.Command(b.imo, "pull", "--plain-http", "-q", base, host+"/"+final, "-o", filepath.Join(dir, "a.tar")), nil
 			}},
@@ -304,6 +315,9 @@ func (b *bench) scenarios() ([]scenario, error) {
 			return nil, err
 		}
 		out = append(out, scenario{name: p.name, baseline: "raw floor (plain GETs, 4 at once)", tools: pullTools(p.base, p.final, blobs, p.skopeo)})
+	}
+	if b.o.onlyPulls {
+		return out, nil
 	}
 
 	// Push: imo's archives against what crane push does from a layout.
@@ -455,7 +469,8 @@ func (b *bench) measure(s scenario) error {
 		if s.archive > 0 {
 			ratio = fmt.Sprintf("%.2f", float64(m.written)/float64(s.archive))
 		}
-		b.printf("| %s | %s | %.2f | %.2f | %s | %s | %s |", s.name, t.name, m.elapsed.Seconds(), m.elapsed.Seconds()/base.elapsed.Seconds(), mib(m.maxRSS), mib(m.written), ratio)
+		b.printf("| %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %s | %s |", s.name, t.name, m.elapsed.Seconds(), m.elapsed.Seconds()/base.elapsed.Seconds(),
+			m.cpu.Seconds(), m.cpu.Seconds()/base.cpu.Seconds(), mib(m.maxRSS), mib(m.written), ratio)
 	}
 	return nil
 }
