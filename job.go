@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -68,15 +69,16 @@ func (r ImageResult) Pushed() name.Digest {
 	return r.Destination.Context().Digest(r.Digest.String())
 }
 
-// onArchive opens the archive at path, an archive file, a volume of a set
-// or a directory of volumes, and vets or pushes it with op. A volume set is
+// onArchive opens the archive at path, an archive file (also written
+// oci-archive:FILE), a volume of a set or a directory of volumes, and vets
+// or pushes it with op. A volume set is
 // checked piece by piece first: one that parity cannot make whole is
 // refused before anything is sent.
 func (i *Incremental) onArchive(ctx context.Context, path, dst string, op func(context.Context, *archive.Reader, string) ([]ImageResult, error)) error {
 	if i.err != nil {
 		return i.err
 	}
-	a, _, err := volume.OpenArchive(ctx, true, path)
+	a, _, err := volume.OpenArchive(ctx, true, strings.TrimPrefix(path, reference.OCIArchivePrefix))
 	if err != nil && len(i.opts.verifyKeys) > 0 && errors.Is(err, archive.ErrInvalid) {
 		return fmt.Errorf("%w: %w", ErrUntrusted, err)
 	}

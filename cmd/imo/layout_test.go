@@ -29,7 +29,7 @@ func TestLayouts(t *testing.T) {
 		{[]string{"pull", "--plain-http", "-q", "scratch", src.Ref("app:v1"), "-o", whole}, 0, ""},
 		{[]string{"pull", "--plain-http", "-q", src.Ref("app:v1"), src.Ref("app:v2"), "-o", diff}, 0, ""},
 		{[]string{"vet", "-q", diff, layout}, exitMissing, "lacking " + layout + ":v2"},
-		{[]string{"push", "-q", whole, layout + ":v1"}, 0, layout + ":v1@" + v1.String()},
+		{[]string{"push", "-q", "oci-archive:" + whole, layout + ":v1"}, 0, layout + ":v1@" + v1.String()},
 		{[]string{"vet", "-q", diff, layout}, 0, "ok " + layout + ":v2"},
 		{[]string{"push", "-q", diff, layout}, 0, layout + ":v2@" + v2.String()},
 		{[]string{"pull", "-q", "scratch", layout + ":v2", "-o", filepath.Join(dir, "back.tar")}, 0, ""},

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/imokit/imo/archive"
+	"github.com/imokit/imo/internal/reference"
 	"github.com/imokit/imo/volume"
 	"github.com/spf13/cobra"
 )
@@ -41,12 +43,14 @@ func (s archiveSource) open(cmd *cobra.Command) (*archive.Reader, error) {
 		a, err := archive.Spool(cmd.Context(), cmd.InOrStdin(), cmp.Or(s.tempDir, os.TempDir()), "standard input")
 		return a, refusedIfInvalid(err, s.checks)
 	}
-	for _, p := range s.paths {
+	paths := make([]string, len(s.paths))
+	for k, p := range s.paths {
 		if p == "-" {
 			return nil, usagef("- (standard input) is an archive on its own: it cannot be one of several volumes")
 		}
+		paths[k] = strings.TrimPrefix(p, reference.OCIArchivePrefix) // as skopeo users write an OCI layout tar
 	}
-	a, rep, err := volume.OpenArchive(cmd.Context(), s.scan, s.paths...)
+	a, rep, err := volume.OpenArchive(cmd.Context(), s.scan, paths...)
 	if rep != nil {
 		noteRepairs(cmd.ErrOrStderr(), rep)
 	}
