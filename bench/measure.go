@@ -15,7 +15,7 @@ type sample struct {
 	elapsed time.Duration
 	cpu     time.Duration // user and system CPU time
 	maxRSS  int64         // bytes
-	written int64 // bytes the process caused to be written to disk
+	written int64         // bytes the process caused to be written to disk
 }
 
 // gnuTime is GNU time (Debian package time). The benchmark reads a tool's
