@@ -176,3 +176,73 @@ func mustParse(ref string) name.Reference {
 	}
 	return r
 }
+
+// Keep a site's images in an OCI layout directory rather than a registry,
+// and send the next version over a one-way link: the earlier archive
+// stands for what the site holds.
+func ExampleWithSent() {
+	src, _, stop := exampleRegistries()
+	defer stop()
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "imo-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	inc := imo.New(imo.WithPlainHTTP())
+	site := "oci:" + filepath.Join(dir, "site")
+
+	// The first crossing: v1, whole, into the site's layout.
+	first := filepath.Join(dir, "v1.tar")
+	write := func(inc *imo.Incremental, pair imo.Pair, path string) {
+		d, err := inc.Resolve(ctx, pair)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer d.Close()
+		if err := d.WriteFile(ctx, path); err != nil {
+			log.Fatal(err)
+		}
+	}
+	write(inc, imo.Pair{Base: imo.Scratch, Final: src + "/app:v1"}, first)
+	if err := inc.Push(ctx, first, site+":v1"); err != nil {
+		log.Fatal(err)
+	}
+
+	// The next: v2, leaving out what the first archive sent.
+	a, err := archive.Open(first)
+	if err != nil {
+		log.Fatal(err)
+	}
+	sent := imo.New(imo.WithPlainHTTP(), imo.WithSent(a))
+	a.Close()
+	second := filepath.Join(dir, "v2.tar")
+	write(sent, imo.Pair{Base: imo.Scratch, Final: src + "/app:v2"}, second)
+	b, err := archive.Open(second)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, blob := range b.Plan().Blobs {
+		fmt.Println("carried:", blob.Included, "-", blob.Reason) // the config, two shared layers, the new layer
+	}
+	b.Close()
+	if err := inc.Push(ctx, second, site+":v2"); err != nil {
+		log.Fatal(err)
+	}
+
+	// The layout now holds both, and is a source like any other.
+	for _, tag := range []string{"v1", "v2"} {
+		desc, _, err := inc.Manifest(ctx, site+":"+tag, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(tag, "in the layout:", desc.MediaType)
+	}
+	// Output:
+	// carried: true -
+	// carried: false - sent before, in v1.tar
+	// carried: false - sent before, in v1.tar
+	// carried: true -
+	// v1 in the layout: application/vnd.docker.distribution.manifest.v2+json
+	// v2 in the layout: application/vnd.docker.distribution.manifest.v2+json
+}
