@@ -222,8 +222,12 @@ func ExampleWithSent() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	for _, blob := range b.Plan().Blobs {
-		fmt.Println("carried:", blob.Included, "-", blob.Reason) // the config, two shared layers, the new layer
+	for _, blob := range b.Plan().Blobs { // the config, two shared layers, the new layer
+		if blob.Included {
+			fmt.Println("carried")
+		} else {
+			fmt.Println("left out:", blob.Reason)
+		}
 	}
 	b.Close()
 	if err := inc.Push(ctx, second, site+":v2"); err != nil {
@@ -239,10 +243,10 @@ func ExampleWithSent() {
 		fmt.Println(tag, "in the layout:", desc.MediaType)
 	}
 	// Output:
-	// carried: true -
-	// carried: false - sent before, in v1.tar
-	// carried: false - sent before, in v1.tar
-	// carried: true -
+	// carried
+	// left out: sent before, in v1.tar
+	// left out: sent before, in v1.tar
+	// carried
 	// v1 in the layout: application/vnd.docker.distribution.manifest.v2+json
 	// v2 in the layout: application/vnd.docker.distribution.manifest.v2+json
 }
