@@ -197,6 +197,15 @@ func (i *Incremental) openJob(ctx context.Context, a *archive.Reader, dst, actio
 	return j, nil
 }
 
+// archiveGraphs reads the manifest graph of each image of the archive.
+func archiveGraphs(ctx context.Context, a *archive.Reader) ([]*graph.Graph, error) {
+	gs, err := graph.WalkAll(ctx, a.Index().Manifests, a, a.Name())
+	if err != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArchive, a.Name(), err)
+	}
+	return gs, err
+}
+
 // placeImages decides where each image of the archive goes. An artifact
 // that refers to an image (a signature, say) goes into that image's
 // repository.

@@ -98,15 +98,6 @@ func (i *Incremental) openLayoutJob(ctx context.Context, a *archive.Reader, dst 
 	return j, nil
 }
 
-// archiveGraphs reads the manifest graph of each image of the archive.
-func archiveGraphs(ctx context.Context, a *archive.Reader) ([]*graph.Graph, error) {
-	gs, err := graph.WalkAll(ctx, a.Index().Manifests, a, a.Name())
-	if err != nil && ctx.Err() == nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArchive, a.Name(), err)
-	}
-	return gs, err
-}
-
 // vet checks that the layout holds every blob the archive leaves out,
 // returning a result per image: a [*MissingBlobsError] for each image
 // lacking some. A layout that does not exist yet holds nothing.

@@ -14,6 +14,13 @@ import (
 	"github.com/imokit/imo/internal/registry"
 )
 
+// fetcher reads an image's manifests and blobs, each checked against its
+// descriptor: what choosing a platform needs of where the image lives.
+type fetcher interface {
+	graph.Fetcher
+	graph.BlobFetcher
+}
+
 // resolveRef fetches the manifest r names. When r names both a tag and a
 // digest, the digest is fetched and the tag must point at it.
 func resolveRef(ctx context.Context, repo *registry.Repository, r reference.Ref) (graph.Node, error) {
@@ -35,7 +42,7 @@ func resolveRef(ctx context.Context, repo *registry.Repository, r reference.Ref)
 // selectPlatforms narrows top to the manifests matching platforms: the
 // matching child itself when one matches, a new index of the matches when
 // several do.
-func selectPlatforms(ctx context.Context, src imageSource, name string, top graph.Node, platforms []v1.Platform) (graph.Node, error) {
+func selectPlatforms(ctx context.Context, src fetcher, name string, top graph.Node, platforms []v1.Platform) (graph.Node, error) {
 	idx, matched, err := matchPlatforms(ctx, src, name, top, platforms)
 	if err != nil || idx == nil {
 		return top, err
@@ -60,7 +67,7 @@ func selectPlatforms(ctx context.Context, src imageSource, name string, top grap
 // of platforms, and the parsed index; for a single image it checks the
 // image's platform and returns no index. Matching nothing is a
 // [*PlatformError].
-func matchPlatforms(ctx context.Context, src imageSource, name string, top graph.Node, platforms []v1.Platform) (*v1.IndexManifest, []v1.Descriptor, error) {
+func matchPlatforms(ctx context.Context, src fetcher, name string, top graph.Node, platforms []v1.Platform) (*v1.IndexManifest, []v1.Descriptor, error) {
 	wanted := platformStrings(platforms)
 	if !top.Desc.MediaType.IsIndex() {
 		p, err := imagePlatform(ctx, src, name, top)
@@ -101,7 +108,7 @@ func matchPlatforms(ctx context.Context, src imageSource, name string, top graph
 }
 
 // imagePlatform reads the platform of a single image from its config.
-func imagePlatform(ctx context.Context, src imageSource, name string, n graph.Node) (v1.Platform, error) {
+func imagePlatform(ctx context.Context, src fetcher, name string, n graph.Node) (v1.Platform, error) {
 	m, err := v1.ParseManifest(bytes.NewReader(n.Raw))
 	if err != nil {
 		return v1.Platform{}, fmt.Errorf("parsing manifest %s: %w", n.Desc.Digest, err)

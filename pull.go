@@ -88,18 +88,6 @@ type Difference struct {
 	ranged sync.Map // v1.Hash → *rangedProgress, for blobs fetched in ranges
 }
 
-// pulledImage is one final image of a pull, or an artifact referring to
-// one, or a base.
-type pulledImage struct {
-	name    string         // the image as the user wrote it, for events and errors
-	ref     name.Reference // in a registry; nil elsewhere
-	graph   *graph.Graph
-	src     imageSource
-	repo    *registry.Repository // src, when it is a registry; nil elsewhere
-	subject v1.Hash              // for an artifact, the manifest it refers to
-	base    *pulledImage         // for a final image, its base; nil for scratch and artifacts
-}
-
 // Plan is what the archive carries and leaves out, and why: the archive's
 // imo.json.
 func (d *Difference) Plan() *archive.Plan { return d.plan }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imokit/imo/archive"
 	"github.com/imokit/imo/internal/dockerarchive"
@@ -22,9 +23,20 @@ import (
 // come checked against their descriptors; BlobFrom's bytes are checked by
 // the resumable writer.
 type imageSource interface {
-	graph.Fetcher
-	graph.BlobFetcher
+	fetcher
 	BlobFrom(ctx context.Context, desc v1.Descriptor, off int64, report func(int64)) (io.ReadCloser, error)
+}
+
+// pulledImage is one final image of a pull, or an artifact referring to
+// one, or a base.
+type pulledImage struct {
+	name    string         // the image as the user wrote it, for events and errors
+	ref     name.Reference // in a registry; nil elsewhere
+	graph   *graph.Graph
+	src     imageSource
+	repo    *registry.Repository // src, when it is a registry; nil elsewhere
+	subject v1.Hash              // for an artifact, the manifest it refers to
+	base    *pulledImage         // for a final image, its base; nil for scratch and artifacts
 }
 
 // fetchImage opens where loc lives (through client, for a registry),
