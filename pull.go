@@ -200,10 +200,10 @@ func (d *Difference) ranges() archive.FetchRange {
 // ranges; a blob read from a layout or archive is read in one go
 // ([archive.ErrNoRanges]). The blob's progress is reported as its running
 // total over its ranges.
-func (d *Difference) fetchRange(ctx context.Context, desc v1.Descriptor, off, end int64) (io.ReadCloser, error) {
+func (d *Difference) fetchRange(ctx context.Context, desc v1.Descriptor, off, end int64) (io.ReadCloser, string, error) {
 	src := d.sourceOf(desc.Digest)
 	if src.repo == nil {
-		return nil, archive.ErrNoRanges
+		return nil, "", archive.ErrNoRanges
 	}
 	p, _ := d.ranged.LoadOrStore(desc.Digest, &rangedProgress{ev: Event{Ref: src.name, Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size}, from: desc.Size, r: d.i.opts.reporter})
 	rp := p.(*rangedProgress)
@@ -215,12 +215,12 @@ func (d *Difference) fetchRange(ctx context.Context, desc v1.Descriptor, off, en
 	})
 	switch {
 	case errors.Is(err, registry.ErrRangeIgnored):
-		return nil, fmt.Errorf("%w: %w", archive.ErrNoRanges, err)
+		return nil, "", fmt.Errorf("%w: %w", archive.ErrNoRanges, err)
 	case err != nil:
-		return nil, err
+		return nil, "", err
 	}
 	rp.start()
-	return rc, nil
+	return rc, src.name, nil
 }
 
 // rangedProgress reports the progress of a blob fetched in ranges: started

@@ -25,12 +25,13 @@ const (
 	RangedFrom = 2 * ChunkSize
 )
 
-// FetchRange opens bytes off to end (excluded) of the blob desc. They need
-// not be verified: the writer checks the whole blob. A source that cannot
+// FetchRange opens bytes off to end (excluded) of the blob desc, and says
+// where they come from, for errors. They need not be verified: the writer
+// checks the whole blob. A source that cannot
 // serve the range (a registry that ignores Range, or answers with another
 // range) fails with an error wrapping [ErrNoRanges], and the blob is then
 // fetched in one request.
-type FetchRange func(ctx context.Context, desc v1.Descriptor, off, end int64) (io.ReadCloser, error)
+type FetchRange func(ctx context.Context, desc v1.Descriptor, off, end int64) (body io.ReadCloser, source string, err error)
 
 // ErrNoRanges means a source does not serve a blob by ranges.
 var ErrNoRanges = errors.New("byte ranges not served")
@@ -68,16 +69,17 @@ type rangedBlob struct {
 // bytes before b.have. When the first range is refused with ErrNoRanges,
 // nothing is written and the error is returned for the caller to fetch the
 // blob in one request.
-func (b *resumingBlob) fetchRanged(ctx context.Context, fetch FetchRange, eg *errgroup.Group, h hash.Hash, source string) error {
-	rb := &rangedBlob{b: b, fetch: fetch, source: source, h: h}
+func (b *resumingBlob) fetchRanged(ctx context.Context, fetch FetchRange, eg *errgroup.Group, h hash.Hash) error {
+	rb := &rangedBlob{b: b, fetch: fetch, h: h}
 	for off := b.have; off < b.desc.Size; off += ChunkSize {
 		rb.chunks = append(rb.chunks, blobRange{off: off, end: min(off+ChunkSize, b.desc.Size)})
 	}
 	first := rb.chunks[0]
-	rc, err := fetch(ctx, b.desc, first.off, first.end)
+	rc, source, err := fetch(ctx, b.desc, first.off, first.end)
 	if err != nil {
 		return err
 	}
+	rb.source = source
 	rb.claimed = 1
 	rb.spawn(ctx, eg)
 	err = rb.write(ctx, rc, 0)
@@ -144,7 +146,7 @@ func (rb *rangedBlob) work(ctx context.Context, eg *errgroup.Group) error {
 		rb.claimed++
 		rb.mu.Unlock()
 		c := rb.chunks[k]
-		rc, err := rb.fetch(ctx, rb.b.desc, c.off, c.end)
+		rc, _, err := rb.fetch(ctx, rb.b.desc, c.off, c.end)
 		if err != nil {
 			return fmt.Errorf("fetching bytes %d to %d of %s: %w", c.off, c.end, rb.b.desc.Digest, err)
 		}

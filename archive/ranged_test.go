@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -23,18 +24,18 @@ type rangeServer struct {
 	failAt            int64 // fail the range starting here, when not 0
 }
 
-func (s *rangeServer) fetch(_ context.Context, d v1.Descriptor, off, end int64) (io.ReadCloser, error) {
+func (s *rangeServer) fetch(_ context.Context, d v1.Descriptor, off, end int64) (io.ReadCloser, string, error) {
 	s.requests.Add(1)
 	if s.refuse {
-		return nil, fmt.Errorf("the whole blob came back: %w", ErrNoRanges)
+		return nil, "", fmt.Errorf("the whole blob came back: %w", ErrNoRanges)
 	}
 	if off == s.failAt && off != 0 {
-		return nil, errCut
+		return nil, "", errCut
 	}
 	n := s.inFlight.Add(1)
 	for m := s.maxSeen.Load(); n > m && !s.maxSeen.CompareAndSwap(m, n); m = s.maxSeen.Load() {
 	}
-	return &countedRange{r: bytes.NewReader(s.f.blobs[d.Digest][off:end]), s: s}, nil
+	return &countedRange{r: bytes.NewReader(s.f.blobs[d.Digest][off:end]), s: s}, "memory", nil
 }
 
 type countedRange struct {
@@ -142,22 +143,22 @@ func TestStreamRanged(t *testing.T) {
 			fetch := f.blobs.fetch
 			ranges := s.fetch
 			if tc.corrupt {
-				ranges = func(ctx context.Context, d v1.Descriptor, off, end int64) (io.ReadCloser, error) {
-					rc, err := s.fetch(ctx, d, off, end)
+				ranges = func(ctx context.Context, d v1.Descriptor, off, end int64) (io.ReadCloser, string, error) {
+					rc, source, err := s.fetch(ctx, d, off, end)
 					if err != nil || off != ChunkSize {
-						return rc, err
+						return rc, source, err
 					}
 					b, _ := io.ReadAll(rc)
 					b[100] ^= 1
-					return io.NopCloser(bytes.NewReader(b)), nil
+					return io.NopCloser(bytes.NewReader(b)), source, nil
 				}
 			}
 			var out bytes.Buffer
 			err := f.l.WriteTo(ctx, &out, fetch, ranges, 3)
 			switch {
 			case tc.corrupt:
-				if !errors.Is(err, verify.ErrMismatch) {
-					t.Errorf("WriteTo with a wrong byte in a range = %v, want a mismatch", err)
+				if !errors.Is(err, verify.ErrMismatch) || !strings.Contains(err.Error(), "memory") {
+					t.Errorf("WriteTo with a wrong byte in a range = %v, want a mismatch naming the source", err)
 				}
 				return
 			case err != nil:

@@ -281,7 +281,7 @@ func (b *resumingBlob) write(ctx context.Context, fetch FetchFrom, ranges FetchR
 		}
 	}
 	if ranges != nil && b.desc.Size-b.have >= RangedFrom {
-		err := b.fetchRanged(ctx, ranges, eg, h, b.desc.Digest.String())
+		err := b.fetchRanged(ctx, ranges, eg, h)
 		if !errors.Is(err, ErrNoRanges) {
 			return err
 		}

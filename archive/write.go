@@ -31,7 +31,8 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, prefetchChunk); re
 // prefetch is a blob, or a range of one, downloading ahead of the writer.
 type prefetch struct {
 	chunks chan chunk
-	err    error // set before chunks is closed
+	err    error  // set before chunks is closed
+	source string // where a range comes from, set before chunks is closed
 	cancel context.CancelFunc
 }
 
@@ -75,7 +76,11 @@ func (l *Layout) WriteTo(ctx context.Context, w io.Writer, fetch Fetch, ranges F
 		pt := parts[k]
 		open := func(ctx context.Context) (io.ReadCloser, error) { return fetch(ctx, pt.desc) }
 		if pt.ranged {
-			open = func(ctx context.Context) (io.ReadCloser, error) { return ranges(ctx, pt.desc, pt.off, pt.end) }
+			open = func(ctx context.Context) (io.ReadCloser, error) {
+				rc, source, err := ranges(ctx, pt.desc, pt.off, pt.end)
+				p.source = source
+				return rc, err
+			}
 		}
 		wg.Add(1)
 		go func() {
@@ -132,7 +137,7 @@ func (l *Layout) WriteTo(ctx context.Context, w io.Writer, fetch Fetch, ranges F
 			if pt.last {
 				if pt.ranged {
 					if got := digestOf(h); got != pt.desc.Digest {
-						return fmt.Errorf("writing %s: %w", BlobName(pt.desc.Digest), &verify.MismatchError{Source: "its ranges", Want: pt.desc.Digest, WantSize: pt.desc.Size, Got: got, GotSize: pt.desc.Size})
+						return fmt.Errorf("writing %s: %w", BlobName(pt.desc.Digest), &verify.MismatchError{Source: p.source, Want: pt.desc.Digest, WantSize: pt.desc.Size, Got: got, GotSize: pt.desc.Size})
 					}
 				}
 				break
