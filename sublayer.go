@@ -126,6 +126,13 @@ func (d *Difference) deltaGroup(ctx context.Context, img pulledImage, baseLayers
 		return err
 	}
 	defer sb.Close()
+	// The first layer's recipe is proven (a full recompression, the
+	// longest step) while the base layers are read.
+	first, err := d.startProof(ctx, img, todo[0])
+	if err != nil {
+		return err
+	}
+	defer first.stop()
 	for _, l := range baseLayers {
 		if err := addBase(ctx, sb, img.base.src, img.base.name, l); err != nil {
 			return err
@@ -135,26 +142,65 @@ func (d *Difference) deltaGroup(ctx context.Context, img pulledImage, baseLayers
 	for _, l := range baseLayers {
 		byDigest[l.Digest.String()] = l
 	}
-	for _, l := range todo {
+	for k, l := range todo {
+		lp := first
+		if k > 0 {
+			if lp, err = d.startProof(ctx, img, l); err != nil {
+				return err
+			}
+		}
 		pb := &d.plan.Blobs[carried[l.Digest]]
-		if err := d.tryDelta(ctx, sb, img, l, pb, byDigest); err != nil {
+		err := d.tryDelta(ctx, sb, img, l, pb, byDigest, lp)
+		lp.stop()
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// tryDelta downloads the layer l of img and writes its delta against sb:
-// pb records the delta when it pays and every image using the layer can
-// rebuild it, and why not otherwise, when the layer is then written into
-// the archive from the download.
-func (d *Difference) tryDelta(ctx context.Context, sb *sublayer.Base, img pulledImage, l v1.Descriptor, pb *archive.PlanBlob, bases map[string]v1.Descriptor) error {
+// layerProof is a downloaded layer whose recipe is being proven.
+type layerProof struct {
+	path string
+	f    *os.File
+	pf   *sublayer.Proof
+}
+
+// startProof downloads the layer l of img into the temporary directory
+// and starts the proof of its recipe.
+func (d *Difference) startProof(ctx context.Context, img pulledImage, l v1.Descriptor) (*layerProof, error) {
 	path := filepath.Join(d.tmp, "blob-"+l.Digest.Hex)
 	if err := download(ctx, img, l, path); err != nil {
-		return err
+		return nil, err
 	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
+	}
+	return &layerProof{path: path, f: f, pf: sublayer.StartProof(ctx, f, l.Size, l.Digest)}, nil
+}
+
+// stop ends the proof and closes the layer's file; it may be called again.
+func (p *layerProof) stop() {
+	if p.pf != nil {
+		p.pf.Stop()
+		p.pf = nil
+	}
+	if p.f != nil {
+		p.f.Close()
+		p.f = nil
+	}
+}
+
+// tryDelta writes the delta of the layer l of img, downloaded and its
+// recipe being proven in lp, against sb: pb records the delta when it pays
+// and every image using the layer can rebuild it, and why not otherwise,
+// when the layer is then written into the archive from the download.
+func (d *Difference) tryDelta(ctx context.Context, sb *sublayer.Base, img pulledImage, l v1.Descriptor, pb *archive.PlanBlob, bases map[string]v1.Descriptor, lp *layerProof) error {
+	path := lp.path
 	deltaPath := filepath.Join(d.tmp, "delta-"+l.Digest.Hex)
-	st, err := prepareDelta(ctx, sb, path, deltaPath, l)
+	st, err := prepareDelta(ctx, sb, lp.pf, deltaPath, l)
+	lp.stop()
 	if err == nil && !basesShared(d, l.Digest, st.Header.Bases) {
 		err = fmt.Errorf("%w: an image using it has a base without the layers the delta draws on", sublayer.ErrNotWorthwhile)
 	}
@@ -194,19 +240,14 @@ func fileDigest(path string) (v1.Hash, error) {
 	return h, err
 }
 
-// prepareDelta writes the delta of the layer l, downloaded at path,
+// prepareDelta writes the delta of the layer l, whose recipe pf proves,
 // against sb into deltaPath.
-func prepareDelta(ctx context.Context, sb *sublayer.Base, path, deltaPath string, l v1.Descriptor) (sublayer.Stats, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return sublayer.Stats{}, fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
-	}
-	defer f.Close()
+func prepareDelta(ctx context.Context, sb *sublayer.Base, pf *sublayer.Proof, deltaPath string, l v1.Descriptor) (sublayer.Stats, error) {
 	df, err := os.Create(deltaPath)
 	if err != nil {
 		return sublayer.Stats{}, fmt.Errorf("preparing a sub-layer delta of %s: %w", l.Digest, err)
 	}
-	st, err := sublayer.Prepare(ctx, sb, f, l.Size, l.Digest, df)
+	st, err := sublayer.PrepareWith(ctx, sb, pf, df)
 	if cerr := df.Close(); err == nil {
 		err = cerr
 	}

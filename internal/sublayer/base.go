@@ -1,9 +1,12 @@
 package sublayer
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -17,9 +20,11 @@ import (
 
 // Base holds the uncompressed contents of the base layers that both sides
 // of a transfer have, indexed by content sha256 and by path. Contents are
-// spooled to one file in a temporary directory, each distinct content once,
-// so memory holds only the index and disk at most the uncompressed size of
-// the layers added.
+// spooled to one file in a temporary directory, and so is the index: memory
+// holds neither, whatever the number and size of the files. A distinct
+// content is spooled once (unless it comes again after more than
+// recentMax others), so disk holds at most the uncompressed size of the
+// layers added.
 //
 // A Base is safe for concurrent use, but layers must be added before
 // [Encode] or [Apply] use it.
@@ -29,10 +34,56 @@ type Base struct {
 	mu       sync.Mutex
 	spool    *os.File
 	spooled  int64
-	contents map[[32]byte]span
-	paths    map[string][32]byte
 	layers   []string
 	layerSet map[string]bool
+
+	// The index: logs of contentRec and pathRec records, appended as
+	// layers are read, and the tables sorted from them on first use
+	// (nil until then, and again after a layer is added).
+	contentLog, pathLog *os.File
+	logged              [2]int64 // bytes in contentLog and pathLog
+	contents, paths     *table
+	recent              map[[32]byte]span // contents spooled lately
+}
+
+// recentMax is how many contents a Base remembers to spool each once.
+const recentMax = 1 << 11
+
+// Index records: a content's sha256, where it is spooled and the layer
+// that first had it; a path's sha256 and its content's sha256.
+const (
+	contentRecSize = keySize + 24
+	pathRecSize    = keySize + 32 + 8
+)
+
+func contentRec(sum [32]byte, s span) []byte {
+	r := make([]byte, contentRecSize)
+	copy(r, sum[:])
+	binary.LittleEndian.PutUint64(r[32:], uint64(s.off))
+	binary.LittleEndian.PutUint64(r[40:], uint64(s.size))
+	binary.LittleEndian.PutUint64(r[48:], uint64(s.layer))
+	return r
+}
+
+func parseContentRec(r []byte) span {
+	return span{
+		off:   int64(binary.LittleEndian.Uint64(r[32:])),
+		size:  int64(binary.LittleEndian.Uint64(r[40:])),
+		layer: int(binary.LittleEndian.Uint64(r[48:])),
+	}
+}
+
+// pathRec records that name has the content sum, or, when removed, that a
+// later layer removed it.
+func pathRec(name string, sum [32]byte, removed bool) []byte {
+	r := make([]byte, pathRecSize)
+	key := sha256.Sum256([]byte(name))
+	copy(r, key[:])
+	copy(r[32:], sum[:])
+	if removed {
+		r[64] = 1
+	}
+	return r
 }
 
 // span locates one content in the spool file.
@@ -48,18 +99,17 @@ func NewBase(dir string) (*Base, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating spool directory: %w", err)
 	}
-	f, err := os.Create(path.Join(d, "contents"))
-	if err != nil {
-		os.RemoveAll(d)
-		return nil, fmt.Errorf("creating spool file: %w", err)
+	b := &Base{dir: d, layerSet: map[string]bool{}, recent: map[[32]byte]span{}}
+	for _, f := range []struct {
+		name string
+		to   **os.File
+	}{{"contents", &b.spool}, {"contents.log", &b.contentLog}, {"paths.log", &b.pathLog}} {
+		if *f.to, err = os.Create(path.Join(d, f.name)); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("creating spool file: %w", err)
+		}
 	}
-	return &Base{
-		dir:      d,
-		spool:    f,
-		contents: map[[32]byte]span{},
-		paths:    map[string][32]byte{},
-		layerSet: map[string]bool{},
-	}, nil
+	return b, nil
 }
 
 // AddLayer reads one base layer, gzip- or zstd-compressed or an
@@ -69,8 +119,8 @@ func NewBase(dir string) (*Base, error) {
 // order of the image, so that a path's content is the one of the topmost
 // layer that has it. A layer whose id was added before is skipped.
 //
-// On error the Base may hold part of the layer's contents but does not
-// list the layer: it must not be used to apply deltas that need it.
+// On error the Base does not hold the layer: it must not be used to apply
+// deltas that need it.
 func (b *Base) AddLayer(ctx context.Context, r io.Reader, id string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -84,21 +134,59 @@ func (b *Base) AddLayer(ctx context.Context, r io.Reader, id string) error {
 		return fmt.Errorf("decompressing base layer %s: %w", id, err)
 	}
 	defer rc.Close()
-	ix := &baseIndexer{ctx: ctx, b: b, layer: len(b.layers), buf: make([]byte, 256<<10)}
-	if err := b.addLayer(ix, rc, tee, h, id); err != nil {
+	b.invalidate()
+	ix := &baseIndexer{
+		ctx:         ctx,
+		b:           b,
+		layer:       len(b.layers),
+		buf:         make([]byte, 256<<10),
+		contents:    bufio.NewWriterSize(&offsetWriter{f: b.contentLog, off: b.logged[0]}, 32<<10),
+		paths:       bufio.NewWriterSize(&offsetWriter{f: b.pathLog, off: b.logged[1]}, 32<<10),
+		contentsLen: b.logged[0],
+		pathsLen:    b.logged[1],
+	}
+	spooled, logged := b.spooled, b.logged
+	err = b.addLayer(ix, rc, tee, h, id)
+	if err == nil {
+		err = ix.contents.Flush()
+	}
+	if err == nil {
+		err = ix.paths.Flush()
+	}
+	if err != nil {
 		// Forget what this layer brought, so that no delta refers to it.
-		for _, sum := range ix.added {
-			delete(b.contents, sum)
-		}
+		b.spooled, b.logged = spooled, logged
+		clear(b.recent)
+		b.spool.Truncate(spooled)
+		b.contentLog.Truncate(logged[0])
+		b.pathLog.Truncate(logged[1])
 		return err
 	}
+	b.logged = [2]int64{ix.contentsLen, ix.pathsLen}
 	b.layers = append(b.layers, id)
 	b.layerSet[id] = true
 	return nil
 }
 
 func (b *Base) addLayer(ix *baseIndexer, rc, raw io.Reader, h hash.Hash, id string) error {
-	if err := scanTar(rc, ix); err != nil {
+	// Decompress on one goroutine; spool and index on another.
+	pipe := newChunkPipe()
+	derr := make(chan error, 1)
+	go func() {
+		_, err := pipe.ReadFrom(rc)
+		if err == nil {
+			err = pipe.closeWrite()
+		} else {
+			pipe.stop()
+		}
+		derr <- err
+	}()
+	err := scanTar(&pipeReader{p: pipe}, ix)
+	pipe.stop()
+	if err := <-derr; err != nil && !errors.Is(err, errPipeClosed) {
+		return fmt.Errorf("reading base layer %s: %w", id, err)
+	}
+	if err != nil {
 		return fmt.Errorf("reading base layer %s: %w", id, err)
 	}
 	want, err := v1.NewHash(id)
@@ -114,13 +202,15 @@ func (b *Base) addLayer(ix *baseIndexer, rc, raw io.Reader, h hash.Hash, id stri
 	return nil
 }
 
-// baseIndexer spools the contents of one base layer.
+// baseIndexer spools the contents of one base layer and logs its index
+// records.
 type baseIndexer struct {
-	ctx   context.Context
-	b     *Base
-	layer int
-	buf   []byte
-	added [][32]byte
+	ctx                   context.Context
+	b                     *Base
+	layer                 int
+	buf                   []byte
+	contents, paths       *bufio.Writer
+	contentsLen, pathsLen int64 // log sizes once flushed
 }
 
 func (ix *baseIndexer) raw([]byte) error { return ix.ctx.Err() }
@@ -141,22 +231,31 @@ func (ix *baseIndexer) content(name string, size int64, r io.Reader) error {
 	}
 	var sum [32]byte
 	h.Sum(sum[:0])
-	if _, ok := b.contents[sum]; ok {
+	if s, ok := b.recent[sum]; ok && s.size == size {
 		// Already spooled: the next content overwrites these bytes.
 		if err := b.spool.Truncate(off); err != nil {
 			return err
 		}
 	} else {
-		b.contents[sum] = span{off: off, size: size, layer: ix.layer}
-		ix.added = append(ix.added, sum)
+		s := span{off: off, size: size, layer: ix.layer}
+		if len(b.recent) >= recentMax {
+			clear(b.recent)
+		}
+		b.recent[sum] = s
 		b.spooled += size
+		if _, err := ix.contents.Write(contentRec(sum, s)); err != nil {
+			return err
+		}
+		ix.contentsLen += contentRecSize
 	}
-	dir, file := path.Split(name)
-	if strings.HasPrefix(file, ".wh.") {
-		delete(b.paths, dir+strings.TrimPrefix(file, ".wh."))
-		return nil
+	rec := pathRec(name, sum, false)
+	if dir, file := path.Split(name); strings.HasPrefix(file, ".wh.") {
+		rec = pathRec(dir+strings.TrimPrefix(file, ".wh."), [32]byte{}, true)
 	}
-	b.paths[name] = sum
+	if _, err := ix.paths.Write(rec); err != nil {
+		return err
+	}
+	ix.pathsLen += pathRecSize
 	return nil
 }
 
@@ -196,30 +295,84 @@ func (b *Base) HasLayer(id string) bool {
 func (b *Base) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	err := b.spool.Close()
+	b.invalidate()
+	var err error
+	for _, f := range []*os.File{b.spool, b.contentLog, b.pathLog} {
+		if f != nil {
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}
 	if rerr := os.RemoveAll(b.dir); err == nil {
 		err = rerr
 	}
 	return err
 }
 
-// lookup returns where a content is spooled.
+// invalidate drops the sorted tables, to be built again on the next
+// lookup.
+func (b *Base) invalidate() {
+	for _, t := range []**table{&b.contents, &b.paths} {
+		if *t != nil {
+			(*t).close()
+			*t = nil
+		}
+	}
+}
+
+// tables sorts the logs into tables if they are not yet.
+func (b *Base) tables() error {
+	if b.contents != nil {
+		return nil
+	}
+	c, err := buildTable(b.dir, b.contentLog, b.logged[0]/contentRecSize, contentRecSize, keep{})
+	if err != nil {
+		return err
+	}
+	p, err := buildTable(b.dir, b.pathLog, b.logged[1]/pathRecSize, pathRecSize, keep{last: true, drop: func(r []byte) bool { return r[64] != 0 }})
+	if err != nil {
+		c.close()
+		return err
+	}
+	b.contents, b.paths = c, p
+	return nil
+}
+
+// lookup returns where a content is spooled. A failure to read the index
+// counts as not found.
 func (b *Base) lookup(sum [32]byte) (span, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s, ok := b.contents[sum]
-	return s, ok
+	return b.lookupLocked(sum)
+}
+
+func (b *Base) lookupLocked(sum [32]byte) (span, bool) {
+	if b.tables() != nil {
+		return span{}, false
+	}
+	var rec [contentRecSize]byte
+	if ok, err := b.contents.find(sum[:], rec[:]); !ok || err != nil {
+		return span{}, false
+	}
+	return parseContentRec(rec[:]), true
 }
 
 // atPath returns the content at a path in the base.
 func (b *Base) atPath(name string) ([32]byte, span, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	sum, ok := b.paths[name]
-	if !ok {
+	var sum [32]byte
+	if b.tables() != nil {
 		return sum, span{}, false
 	}
-	s, ok := b.contents[sum]
+	key := sha256.Sum256([]byte(name))
+	var rec [pathRecSize]byte
+	if ok, err := b.paths.find(key[:], rec[:]); !ok || err != nil {
+		return sum, span{}, false
+	}
+	copy(sum[:], rec[32:64])
+	s, ok := b.lookupLocked(sum)
 	return sum, s, ok
 }
 
@@ -228,13 +381,16 @@ func (b *Base) reader(s span) *io.SectionReader {
 	return io.NewSectionReader(b.spool, s.off, s.size)
 }
 
-// readAll reads a spooled content into memory.
-func (b *Base) readAll(s span) ([]byte, error) {
-	p := make([]byte, s.size)
-	if _, err := b.spool.ReadAt(p, s.off); err != nil {
-		return nil, err
+// readAt reads len(p) spooled bytes at off.
+func (b *Base) readAt(p []byte, off int64) error {
+	n, err := b.spool.ReadAt(p, off)
+	if n == len(p) {
+		return nil
 	}
-	return p, nil
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("reading spooled contents: %w", err)
 }
 
 // tempFile creates a scratch file in the spool directory.

@@ -53,11 +53,13 @@ func probeStages(ctx context.Context, cands []Recipe, blob io.ReaderAt, size int
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedEncoder, err)
 	}
-	prefix, err := io.ReadAll(io.LimitReader(rc, int64(probeSizes[len(probeSizes)-1])+1))
+	prefix := make([]byte, probeSizes[len(probeSizes)-1]+1)
+	n, err := io.ReadFull(rc, prefix)
 	rc.Close()
-	if err != nil {
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
 		return nil, fmt.Errorf("%w: decompressing: %v", ErrUnsupportedEncoder, err)
 	}
+	prefix = prefix[:n]
 	for _, n := range probeSizes {
 		if len(cands) <= 1 || len(prefix) <= n {
 			// The full round trip decides.

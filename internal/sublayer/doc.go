@@ -15,10 +15,21 @@
 // The side that has both images (it pulls from a registry) adds the base
 // layers to a [Base] with [Base.AddLayer], then calls [Prepare] for each
 // layer of the final image that the base lacks. Prepare detects the blob's
-// recipe ([DetectRecipe]), encodes the delta ([Encode]), and rebuilds the
-// blob from the delta exactly as the other side will ([Rebuild]); it writes
-// the delta only if the digest matches and the delta is at most half the
-// blob. Any error means: ship the whole blob.
+// recipe, encodes the delta ([Encode]) and proves the round trip: one
+// recompression of the blob's tar, on cores of its own, must give the blob
+// byte for byte, and the delta, applied with the code [Rebuild] runs, must
+// give that tar (by digest). It writes the delta only if both hold and the
+// delta is at most half the blob. Any error means: ship the whole blob.
+// [StartProof] and [PrepareWith] split Prepare so that the recompression,
+// its longest step, runs while the base layers are still being added.
+//
+// # Memory
+//
+// Memory does not grow with the layers: the contents and the index of a
+// Base are on disk, contents larger than 1 MiB are compared with the base
+// or staged on disk as they stream, patches are made and applied in
+// segments of 512 KiB against dictionaries of at most 1 MiB, and a body of
+// more than 8 MiB of operations is compressed with a window of 2 MiB.
 //
 // The side that has only the base (it pushes to a registry) reads the
 // delta's [Header] with [ReadHeader] to learn which base layers it needs,
@@ -52,6 +63,17 @@
 //	                               n bytes decoded from a zstd frame whose raw
 //	                               dictionary is the base content with this sha256
 //	  0x04 n:uvarint bytes[n]      literal content
+//
+// Version 2 (magic "imo-sublayer\x00\x02") adds one operation, for patches
+// against base files larger than one dictionary; an encoder writes version
+// 2 only for deltas that hold it, so that the others stay readable by
+// builds that know version 1 only:
+//
+//	0x05 sha256[32] off:uvarint d:uvarint n:uvarint m:uvarint patch[m]
+//	                             n bytes (at most 4 MiB) decoded from a zstd
+//	                             frame whose raw dictionary is the d bytes
+//	                             (at most 8 MiB) at offset off of the base
+//	                             content with this sha256
 //
 // Raw and literal operations hold at most 1 MiB each; the rebuilt tar is the
 // concatenation of every operation's output and must hash to the header's

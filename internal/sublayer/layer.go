@@ -1,13 +1,12 @@
 package sublayer
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -15,9 +14,9 @@ import (
 // Prepare is the whole decision for one layer on the side that has both
 // images: it finds the candidate recipes for the blob (the steps of
 // [DetectRecipe] before its full round trip), encodes a delta against base,
-// and proves that the delta rebuilds the blob, with the code [Rebuild]
-// runs, for one of the candidates. It writes the delta to w only if that
-// holds and the delta is at most half the size of the blob.
+// and proves that the delta rebuilds the blob. It writes the delta to w
+// only if that holds and the delta is at most half the size of the blob.
+// It is [StartProof] and [PrepareWith].
 //
 // blob is the compressed layer of size bytes with digest digest. Base
 // layers must have been added to base, in image order, with their blob
@@ -25,97 +24,285 @@ import (
 // or [ErrNotWorthwhile] when the whole blob should ship instead; nothing is
 // written to w then. The returned Stats are filled as far as known.
 func Prepare(ctx context.Context, base *Base, blob io.ReaderAt, size int64, digest v1.Hash, w io.Writer) (Stats, error) {
-	cands, err := recipeCandidates(ctx, blob, size)
+	pf := StartProof(ctx, blob, size, digest)
+	defer pf.Stop()
+	return PrepareWith(ctx, base, pf, w)
+}
+
+// PrepareWith is [Prepare] for the blob of a proof started with
+// [StartProof], which may have run while the base layers were added. The
+// caller stops the proof when PrepareWith returns.
+//
+// The proof compresses the blob's tar with the recipe, on cores of its
+// own, and compares the output with the blob; PrepareWith encodes the
+// delta meanwhile and applies it, with the code [Rebuild] runs, which must
+// give the same tar back (by its sha256, the header's DiffID). Since a
+// recipe's encoder writes the same bytes for the same input however it is
+// split into writes (the golden vectors check this too), Rebuild then gives
+// the blob: the tar is compressed once, not once for the proof of the
+// recipe and again for the proof of the delta.
+func PrepareWith(ctx context.Context, base *Base, pf *Proof, w io.Writer) (Stats, error) {
+	digest, size := pf.digest, pf.size
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Stop encoding as soon as the proof fails: the whole blob ships then.
+	go func() {
+		select {
+		case <-pf.done:
+			if pf.err != nil {
+				cancel()
+			}
+		case <-ectx.Done():
+		}
+	}()
+	failed := func(err error) error {
+		if errors.Is(err, ErrUnsupportedEncoder) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("layer %s: %w", digest, err)
+		}
+		return fmt.Errorf("layer %s: proving the round trip: %w", digest, err)
+	}
+
+	rc, err := decompress(io.NewSectionReader(pf.blob, 0, size))
 	if err != nil {
+		return Stats{}, fmt.Errorf("layer %s: decompressing layer: %w", digest, err)
+	}
+	defer rc.Close()
+	d, err := encode(ectx, base, Header{Digest: digest, Size: size}, rc, size)
+	// A blob that no known encoder can have made is told first, as
+	// before the delta is looked at.
+	<-pf.ready
+	if pf.candErr != nil && ctx.Err() == nil {
+		if err == nil {
+			d.Close()
+		}
+		return Stats{}, failed(pf.candErr)
+	}
+	if err != nil {
+		select {
+		case <-pf.done:
+			if pf.err != nil && ctx.Err() == nil {
+				return Stats{}, failed(pf.err)
+			}
+		default:
+		}
+		if ctx.Err() != nil {
+			return Stats{}, ctx.Err()
+		}
 		return Stats{}, fmt.Errorf("layer %s: %w", digest, err)
 	}
-	tmp, err := base.tempFile("delta-")
-	if err != nil {
-		return Stats{}, err
+	defer d.Close()
+	st := d.Stats
+	if st.DeltaSize*2 > size {
+		return st, fmt.Errorf("layer %s: delta of %d bytes for a blob of %d: %w", digest, st.DeltaSize, size, ErrNotWorthwhile)
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
 
-	st, err := Encode(ctx, base, Header{Digest: digest, Size: size, Recipe: cands[0]}, io.NewSectionReader(blob, 0, size), tmp)
-	if err != nil {
-		return st, fmt.Errorf("layer %s: %w", digest, err)
+	// While the proof compresses the last of the tar, apply the delta.
+	applied := applyBody(ectx, base, &st.Header, io.NewSectionReader(d.body, 0, d.bodySize), io.Discard)
+	recipe, perr := pf.Wait()
+	switch {
+	case ctx.Err() != nil:
+		return st, ctx.Err()
+	case perr != nil:
+		return st, failed(perr)
+	case errors.Is(applied, ErrDigestMismatch):
+		return st, fmt.Errorf("layer %s: %w: the delta does not rebuild the layer's tar: %v", digest, ErrUnsupportedEncoder, applied)
+	case applied != nil:
+		return st, fmt.Errorf("layer %s: proving the round trip: %w", digest, applied)
 	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+
+	d.Header.Recipe = *recipe
+	if err := CheckRecipe(&d.Header.Recipe); err != nil {
+		return st, fmt.Errorf("layer %s: proving the round trip: %w", digest, err)
+	}
+	hb, err := d.header()
+	if err != nil {
 		return st, err
 	}
-	cr := &countReader{r: tmp}
-	if _, err := ReadHeader(cr); err != nil {
-		return st, err
+	d.DeltaSize = int64(len(hb)) + d.bodySize
+	st = d.Stats
+	if st.DeltaSize*2 > size {
+		return st, fmt.Errorf("layer %s: delta of %d bytes for a blob of %d: %w", digest, st.DeltaSize, size, ErrNotWorthwhile)
 	}
-	body := io.NewSectionReader(tmp, cr.n, st.DeltaSize-cr.n)
+	if err := d.writeTo(w); err != nil {
+		return st, fmt.Errorf("layer %s: writing delta: %w", digest, err)
+	}
+	return st, nil
+}
 
-	// The body does not depend on the recipe: only the header changes.
-	for _, c := range cands {
-		h := st.Header
-		h.Recipe = c
-		var hb bytes.Buffer
-		if _, err := writeHeader(&hb, &h); err != nil {
-			return st, err
+// Proof checks that a known encoder turns the uncompressed content of a
+// blob back into the blob: it finds the candidate recipes (the steps of
+// [DetectRecipe] before its round trip), then decompresses the blob on one
+// goroutine and compresses the tar with every candidate on another,
+// comparing each output with the blob, byte for byte and by digest, and
+// dropping a candidate at its first differing byte.
+type Proof struct {
+	blob   io.ReaderAt
+	size   int64
+	digest v1.Hash
+	cancel context.CancelFunc
+	ready  chan struct{} // closed when the candidates are known; candErr is set then
+	done   chan struct{} // closed when the proof ends; recipe or err is set then
+
+	candErr error
+	recipe  *Recipe
+	err     error
+}
+
+// StartProof starts the proof for blob, of size bytes and digest digest,
+// on goroutines of its own. blob must stay readable until the proof ends
+// ([Proof.Wait] or [Proof.Stop]).
+func StartProof(ctx context.Context, blob io.ReaderAt, size int64, digest v1.Hash) *Proof {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &Proof{blob: blob, size: size, digest: digest, cancel: cancel, ready: make(chan struct{}), done: make(chan struct{})}
+	go p.run(ctx)
+	return p
+}
+
+// Wait waits for the proof to end and returns the recipe that reproduces
+// the blob, or an error: one wrapping [ErrUnsupportedEncoder] when no
+// known encoder does.
+func (p *Proof) Wait() (*Recipe, error) {
+	<-p.done
+	return p.recipe, p.err
+}
+
+// Stop ends the proof if it still runs and waits for its goroutines.
+func (p *Proof) Stop() {
+	p.cancel()
+	<-p.done
+}
+
+func (p *Proof) run(ctx context.Context) {
+	defer close(p.done)
+	defer p.cancel()
+	cands, err := recipeCandidates(ctx, p.blob, p.size)
+	p.candErr = err
+	close(p.ready)
+	if err != nil {
+		p.err = err
+		return
+	}
+	// Compute the candidates' golden vectors now, while little else is in
+	// memory; CheckRecipe finds them done later.
+	for i := range cands {
+		if cands[i].Encoder != EncoderNone && (i == 0 || cands[i].Encoder != cands[i-1].Encoder) {
+			_ = checkEncoders(cands[i].Encoder)
 		}
-		st.Header, st.DeltaSize = h, int64(hb.Len())+body.Size()
-		if st.DeltaSize*2 > size {
-			return st, fmt.Errorf("layer %s: delta of %d bytes for a blob of %d: %w", digest, st.DeltaSize, size, ErrNotWorthwhile)
+	}
+	rc, err := decompress(io.NewSectionReader(p.blob, 0, p.size))
+	if err != nil {
+		p.err = fmt.Errorf("%w: %v", ErrUnsupportedEncoder, err)
+		return
+	}
+	defer rc.Close()
+	pipe := newChunkPipe()
+	rerr := make(chan error, 1)
+	go func() {
+		_, err := pipe.ReadFrom(&ctxReader{ctx: ctx, r: rc})
+		if err == nil {
+			err = pipe.closeWrite()
+		} else {
+			pipe.stop()
 		}
-		ok, err := prove(ctx, base, hb.Bytes(), io.NewSectionReader(body, 0, body.Size()), blob, size)
+		rerr <- err
+	}()
+	winner, err := compareAll(cands, pipe, p.blob, p.size, p.digest)
+	pipe.stop()
+	readErr := <-rerr
+	switch {
+	case ctx.Err() != nil:
+		p.err = ctx.Err()
+	case err != nil:
+		p.err = err
+	case readErr != nil && !errors.Is(readErr, errPipeClosed):
+		// The blob does not decompress: no recipe can reproduce it.
+		p.err = fmt.Errorf("%w: decompressing: %v", ErrUnsupportedEncoder, readErr)
+	case winner < 0:
+		p.err = fmt.Errorf("%w: no known encoder reproduces it", ErrUnsupportedEncoder)
+	default:
+		p.recipe = &cands[winner]
+	}
+}
+
+// compareAll compresses the tar that comes through pipe with every
+// candidate and returns the first whose output is the blob, or -1. It
+// stops the pipe as soon as every candidate's output differs.
+func compareAll(cands []Recipe, pipe *chunkPipe, blob io.ReaderAt, size int64, digest v1.Hash) (int, error) {
+	type run struct {
+		zw   io.WriteCloser
+		cw   *compareWriter
+		open bool
+	}
+	runs := make([]run, len(cands))
+	defer func() {
+		for _, r := range runs {
+			if r.open {
+				r.zw.Close()
+			}
+		}
+	}()
+	for i := range cands {
+		cw := &compareWriter{blob: blob, size: size, h: sha256.New()}
+		zw, err := cands[i].Compress(cw)
 		if err != nil {
-			return st, fmt.Errorf("layer %s: proving the round trip: %w", digest, err)
+			return -1, err
 		}
+		runs[i] = run{zw: zw, cw: cw, open: true}
+	}
+	alive := len(runs)
+	for {
+		c, ok := pipe.next()
 		if !ok {
+			break
+		}
+		for i := range runs {
+			r := &runs[i]
+			if !r.open {
+				continue
+			}
+			if _, err := r.zw.Write(c); err != nil || r.cw.differs() {
+				r.zw.Close()
+				r.open = false
+				alive--
+			}
+		}
+		pipe.release(c)
+		if alive == 0 {
+			return -1, nil
+		}
+	}
+	select {
+	case <-pipe.done:
+		return -1, nil // stopped: the tar is not all there
+	default:
+	}
+	winner := -1
+	for i := range runs {
+		r := &runs[i]
+		if !r.open {
 			continue
 		}
-		if _, err := w.Write(hb.Bytes()); err != nil {
-			return st, fmt.Errorf("layer %s: writing delta: %w", digest, err)
+		err := r.zw.Close()
+		r.open = false
+		if err == nil && winner < 0 && !r.cw.differs() && r.cw.matched() == size &&
+			digest.Algorithm == "sha256" && hex.EncodeToString(r.cw.h.Sum(nil)) == digest.Hex {
+			winner = i
 		}
-		if _, err := io.Copy(w, io.NewSectionReader(body, 0, body.Size())); err != nil {
-			return st, fmt.Errorf("layer %s: writing delta: %w", digest, err)
-		}
-		return st, nil
 	}
-	return st, fmt.Errorf("layer %s: %w: no known encoder reproduces it", digest, ErrUnsupportedEncoder)
+	return winner, nil
 }
 
-// prove runs the rebuild of the delta (header, then body) as [Rebuild]
-// does and reports whether it gives blob, byte for byte and by digest. It
-// stops early at the first byte that differs.
-func prove(ctx context.Context, base *Base, header []byte, body io.Reader, blob io.ReaderAt, size int64) (bool, error) {
-	r := io.MultiReader(bytes.NewReader(header), body)
-	h, err := ReadHeader(r)
-	if err != nil {
-		return false, err
-	}
-	if err := CheckRecipe(&h.Recipe); err != nil {
-		return false, err
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cw := &compareWriter{blob: blob, size: size, h: sha256.New(), onDiff: cancel}
-	n, got, err := rebuild(rctx, base, h, r, cw)
-	if cw.differs() {
-		return false, nil
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		return false, err
-	}
-	return n == size && cw.matched() == size && h.Digest.Algorithm == "sha256" && got == h.Digest.Hex, nil
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
 }
 
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // recipeCandidates returns the recipes worth a full round trip, most
@@ -171,7 +358,8 @@ func Rebuild(ctx context.Context, base *Base, delta io.Reader, w io.Writer) (*He
 }
 
 // rebuild applies the delta body and compresses the tar into w with the
-// header's recipe, returning the size and sha256 of what it wrote.
+// header's recipe, returning the size and sha256 of what it wrote. The tar
+// is rebuilt on one goroutine and compressed on another.
 func rebuild(ctx context.Context, base *Base, h *Header, body io.Reader, w io.Writer) (int64, string, error) {
 	hw := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(w, hw)}
@@ -179,7 +367,34 @@ func rebuild(ctx context.Context, base *Base, h *Header, body io.Reader, w io.Wr
 	if err != nil {
 		return 0, "", err
 	}
-	if err := applyBody(ctx, base, h, body, zw); err != nil {
+	pipe := newChunkPipe()
+	werr := make(chan error, 1)
+	go func() {
+		var err error
+		for {
+			c, ok := pipe.next()
+			if !ok {
+				break
+			}
+			if err == nil {
+				if _, err = zw.Write(c); err != nil {
+					pipe.stop()
+				}
+			}
+			pipe.release(c)
+		}
+		werr <- err
+	}()
+	err = applyBody(ctx, base, h, body, pipe)
+	if err == nil {
+		err = pipe.closeWrite()
+	} else {
+		pipe.stop()
+	}
+	if cerr := <-werr; cerr != nil && (err == nil || errors.Is(err, errPipeClosed)) {
+		err = fmt.Errorf("compressing: %w", cerr)
+	}
+	if err != nil {
 		zw.Close()
 		return 0, "", err
 	}
