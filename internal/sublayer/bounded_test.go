@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 
@@ -156,6 +157,13 @@ func TestApplyRangeRefusals(t *testing.T) {
 		{"dictionary too large", op(0, maxRangeDict+1, 1000), ErrFormat},
 		{"output too large", op(0, 1000, maxRangeOut+1), ErrFormat},
 		{"wrong output size", op(100, 1000, 999), ErrFormat},
+		{"empty patch", func() []byte { // loads a dictionary, writes nothing: a crafted delta's way to keep a push busy
+			o := append([]byte{opPatchRange}, sum[:]...)
+			for _, v := range []uint64{100, 1000, 0, 0} {
+				o = binary.AppendUvarint(o, v)
+			}
+			return append(o, opEnd)
+		}(), ErrFormat},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			zw, _ := zstd.NewWriter(nil)
@@ -338,5 +346,48 @@ func TestLargeBody(t *testing.T) {
 	var out bytes.Buffer
 	if _, err := Apply(t.Context(), b, &delta, &out); err != nil || !bytes.Equal(out.Bytes(), final) {
 		t.Errorf("Apply() = %v, same %v", err, bytes.Equal(out.Bytes(), final))
+	}
+}
+
+// failingWriter takes n bytes, then fails.
+type failingWriter struct{ n int }
+
+var errFull = errors.New("the disk is full")
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		return 0, errFull
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// TestRebuildIntoFailingWriter rebuilds a pgzip layer into a writer that
+// fails part-way: the error comes back, and no goroutine is left waiting
+// (pgzip's Close used to return the write error before ending its own).
+func TestRebuildIntoFailingWriter(t *testing.T) {
+	mt := time.Unix(1.6e9, 0)
+	files := realFiles(t, testTarSize)[:40]
+	p := producers[5]
+	if p.name != "pgzip-default" {
+		t.Fatalf("producers[5] is %s", p.name)
+	}
+	baseBlob := compressWith(t, p, buildTar(t, layerSpec{files: files, mtime: mt}))
+	blob := compressWith(t, p, buildTar(t, layerSpec{files: rebuildFiles(files), mtime: mt.Add(time.Hour)}))
+	var delta bytes.Buffer
+	if _, err := Prepare(t.Context(), newBase(t, baseBlob), bytes.NewReader(blob), int64(len(blob)), digestOf(blob), &delta); err != nil {
+		t.Skipf("no delta to rebuild: %v", err)
+	}
+	before := runtime.NumGoroutine()
+	_, err := Rebuild(t.Context(), newBase(t, baseBlob), bytes.NewReader(delta.Bytes()), &failingWriter{n: len(blob) / 3})
+	if !errors.Is(err, errFull) {
+		t.Errorf("Rebuild() into a writer that fails = %v, want its error", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after a failed rebuild, %d before", n, before)
 	}
 }

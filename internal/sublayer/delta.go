@@ -870,7 +870,7 @@ func applyBody(ctx context.Context, base *Base, h *Header, delta io.Reader, w io
 		return err
 	}
 	defer zr.Close()
-	d := &decoder{ctx: ctx, base: base, version: h.version, r: bufio.NewReaderSize(zr, 64<<10)}
+	d := &decoder{ctx: ctx, base: base, version: h.version, r: bufio.NewReaderSize(zr, 64<<10), dictBudget: 4*h.TarSize + 256<<20}
 	defer d.close()
 	tar := sha256.New()
 	cw := &countWriter{w: &capWriter{w: io.MultiWriter(w, tar), left: h.TarSize}}
@@ -922,6 +922,10 @@ type decoder struct {
 	dict    []byte   // a patch's dictionary
 	dictAt  [2]int64 // spool offset and length of what dict holds
 	pd      *zstd.Decoder
+	// dictBudget is how many more dictionary bytes patches may load: a
+	// crafted delta of many empty patches against big dictionaries could
+	// otherwise keep a push reading for hours without writing a byte.
+	dictBudget int64
 }
 
 func (d *decoder) close() {
@@ -1050,6 +1054,9 @@ func (d *decoder) applyPatch(w io.Writer, ranged bool) error {
 	if err != nil {
 		return err
 	}
+	if n == 0 || m == 0 {
+		return fmt.Errorf("%w: an empty patch", ErrFormat) // the encoder writes none
+	}
 	s, ok := d.base.lookup(sum)
 	if !ok {
 		return fmt.Errorf("%w: content sha256:%x", ErrMissingBase, sum)
@@ -1126,6 +1133,9 @@ func (d *decoder) readPatch(m int) ([]byte, error) {
 func (d *decoder) loadDict(off, n int64) ([]byte, error) {
 	if d.dictAt == [2]int64{off, n} && n > 0 {
 		return d.dict[:n], nil
+	}
+	if d.dictBudget -= n; d.dictBudget < 0 {
+		return nil, fmt.Errorf("%w: its patches load more dictionary bytes than four times the layer's tar", ErrFormat)
 	}
 	if int64(cap(d.dict)) < n {
 		d.dict = make([]byte, n)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -362,7 +363,10 @@ func Rebuild(ctx context.Context, base *Base, delta io.Reader, w io.Writer) (*He
 // is rebuilt on one goroutine and compressed on another.
 func rebuild(ctx context.Context, base *Base, h *Header, body io.Reader, w io.Writer) (int64, string, error) {
 	hw := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(w, hw)}
+	// The encoder never sees w fail: pgzip's Close returns a write error
+	// before it ends its own goroutine, which would then wait for ever.
+	sw := &stickyWriter{w: w}
+	cw := &countWriter{w: io.MultiWriter(sw, hw)}
 	zw, err := h.Recipe.Compress(cw)
 	if err != nil {
 		return 0, "", err
@@ -377,7 +381,10 @@ func rebuild(ctx context.Context, base *Base, h *Header, body io.Reader, w io.Wr
 				break
 			}
 			if err == nil {
-				if _, err = zw.Write(c); err != nil {
+				if _, err = zw.Write(c); err == nil {
+					err = sw.failed() // w failed: stop rebuilding
+				}
+				if err != nil {
 					pipe.stop()
 				}
 			}
@@ -401,7 +408,33 @@ func rebuild(ctx context.Context, base *Base, h *Header, body io.Reader, w io.Wr
 	if err := zw.Close(); err != nil {
 		return 0, "", fmt.Errorf("compressing: %w", err)
 	}
+	if err := sw.failed(); err != nil {
+		return 0, "", err
+	}
 	return cw.n, hex.EncodeToString(hw.Sum(nil)), nil
+}
+
+// stickyWriter writes to w until it fails, then keeps the first error and
+// drops what follows, so that its writer always succeeds.
+type stickyWriter struct {
+	w   io.Writer
+	mu  sync.Mutex
+	err error
+}
+
+func (s *stickyWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		_, s.err = s.w.Write(p)
+	}
+	return len(p), nil
+}
+
+func (s *stickyWriter) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // CheckRecipe reports whether this build can reproduce blobs made with r:
