@@ -120,12 +120,12 @@ func (b *bench) rebuild(budget int64) error {
 	b.printf("")
 	b.printf("Sub-layer deltas: a %s MiB layer of %d real files rebuilt with new times, %d files changed (a byte in every 64 KiB), %d removed, %d added; gzip level 6.", mib(fileSize(filepath.Join(dir, "v2.tar.gz"))), len(files), len(changed), removed, max(removed, 1))
 	b.printf("")
-	b.printf("| job | archive (MiB) | ÷ layer-level | time (s) | × layer-level | peak RSS (MiB) | written (MiB) |")
-	b.printf("|---|---|---|---|---|---|---|")
-	b.printf("| pull, layer-level | %s | 1.000 | %.2f | 1.00 | %s | %s |", mib(wholeSize), lp.elapsed.Seconds(), mib(lp.maxRSS), mib(lp.written))
-	b.printf("| pull --sublayer auto | %s | %.3f | %.2f | %.2f | %s | %s |", mib(subSize), float64(subSize)/float64(wholeSize), sp.elapsed.Seconds(), sp.elapsed.Seconds()/lp.elapsed.Seconds(), mib(sp.maxRSS), mib(sp.written))
-	b.printf("| push, layer-level | | | %.2f | 1.00 | %s | %s |", lu.elapsed.Seconds(), mib(lu.maxRSS), mib(lu.written))
-	b.printf("| push of the sub-layer archive | | | %.2f | %.2f | %s | %s |", su.elapsed.Seconds(), su.elapsed.Seconds()/lu.elapsed.Seconds(), mib(su.maxRSS), mib(su.written))
+	b.printf("| job | archive (MiB) | ÷ layer-level | time (s) | × layer-level | CPU (s) | peak RSS (MiB) | written (MiB) |")
+	b.printf("|---|---|---|---|---|---|---|---|")
+	b.printf("| pull, layer-level | %s | 1.000 | %.2f | 1.00 | %.2f | %s | %s |", mib(wholeSize), lp.elapsed.Seconds(), lp.cpu.Seconds(), mib(lp.maxRSS), mib(lp.written))
+	b.printf("| pull --sublayer auto | %s | %.3f | %.2f | %.2f | %.2f | %s | %s |", mib(subSize), float64(subSize)/float64(wholeSize), sp.elapsed.Seconds(), sp.elapsed.Seconds()/lp.elapsed.Seconds(), sp.cpu.Seconds(), mib(sp.maxRSS), mib(sp.written))
+	b.printf("| push, layer-level | | | %.2f | 1.00 | %.2f | %s | %s |", lu.elapsed.Seconds(), lu.cpu.Seconds(), mib(lu.maxRSS), mib(lu.written))
+	b.printf("| push of the sub-layer archive | | | %.2f | %.2f | %.2f | %s | %s |", su.elapsed.Seconds(), su.elapsed.Seconds()/lu.elapsed.Seconds(), su.cpu.Seconds(), mib(su.maxRSS), mib(su.written))
 	return nil
 }
 
