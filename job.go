@@ -131,20 +131,28 @@ type destImage struct {
 // images that failed.
 func (j *pushJob) results() ([]ImageResult, error) {
 	out := make([]ImageResult, len(j.images))
-	var errs []error
 	for n, img := range j.images {
 		out[n] = ImageResult{Image: img.name, Destination: img.ref, Digest: img.graph.Top().Desc.Digest, Err: img.err}
-		if img.err != nil {
-			errs = append(errs, img.err)
+	}
+	return out, failures(out)
+}
+
+// failures joins the errors of the images that failed: nil when none did,
+// the image's own error for an archive of one.
+func failures(out []ImageResult) error {
+	var errs []error
+	for _, r := range out {
+		if r.Err != nil {
+			errs = append(errs, r.Err)
 		}
 	}
 	switch {
 	case len(errs) == 0:
-		return out, nil
-	case len(j.images) == 1:
-		return out, errs[0]
+		return nil
+	case len(out) == 1:
+		return errs[0]
 	}
-	return out, fmt.Errorf("%d of %d images failed: %w", len(errs), len(j.images), errors.Join(errs...))
+	return fmt.Errorf("%d of %d images failed: %w", len(errs), len(out), errors.Join(errs...))
 }
 
 // openJob reads the archive's images, decides where each goes, checks its

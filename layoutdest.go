@@ -2,7 +2,6 @@ package imo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -110,7 +109,6 @@ func (j *layoutJob) vet(ctx context.Context) ([]ImageResult, error) {
 		defer l.Close()
 	}
 	out := make([]ImageResult, len(j.images))
-	var errs []error
 	for n, img := range j.images {
 		e := &MissingBlobsError{Repository: j.where}
 		for _, b := range img.graph.Blobs {
@@ -132,18 +130,11 @@ func (j *layoutJob) vet(ctx context.Context) ([]ImageResult, error) {
 		}
 		if len(e.Blobs) > 0 {
 			out[n] = img.result(j.where, fmt.Errorf("%s: %w", img.name, e))
-			errs = append(errs, out[n].Err)
 			continue
 		}
 		out[n] = img.result(j.where, nil)
 	}
-	switch {
-	case len(errs) == 1 && len(out) == 1:
-		return out, errs[0]
-	case len(errs) > 0:
-		return out, fmt.Errorf("%d of %d images failed: %w", len(errs), len(out), errors.Join(errs...))
-	}
-	return out, nil
+	return out, failures(out)
 }
 
 // push vets, and only when every image passes writes the blobs the archive
